@@ -1,0 +1,1 @@
+"""The command line: one small module per verb, each parsing arguments and calling the Python API."""

@@ -1,0 +1,1 @@
+"""Running and measuring models: generation loops now; the profiling harness lands with issue 9."""

@@ -15,10 +15,18 @@ import warnings
 _registered = False
 
 
+_OWN_MODULES = {
+    "edgeprune.models.configuration_edgeprune_llama": "EdgepruneLlamaConfig",
+    "edgeprune.models.modeling_edgeprune_llama": "EdgepruneLlamaForCausalLM",
+}
+
+
 def _models_mid_import() -> bool:
-    # edgeprune.models itself imports transformers; it registers at the end of its own import.
-    mod = sys.modules.get("edgeprune.models")
-    return mod is not None and not getattr(mod, "_READY", False)
+    # Our own model files import transformers; while one of them is half-imported, registering
+    # would import it circularly. edgeprune.models registers again once the import is done.
+    return any(
+        name in sys.modules and not hasattr(sys.modules[name], attr) for name, attr in _OWN_MODULES.items()
+    )
 
 
 def register_now() -> None:

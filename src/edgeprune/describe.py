@@ -49,7 +49,7 @@ def _per_layer(value, n):
 
 def _describe_hf_dir(path: Path) -> dict:
     from edgeprune.models.files import safetensors_header
-    from edgeprune.models.load import check_hf_dir
+    from edgeprune.models.loading import check_hf_dir
 
     cfg = check_hf_dir(path)
     n = cfg["num_hidden_layers"]

@@ -166,6 +166,7 @@ def _load_gguf(path: Path, *, dtype: str, use_cache: bool, display: str) -> Load
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise EdgepruneError(f"could not dequantize GGUF file {path}: {_first_line(exc)}") from None
+    _forget_gguf_quantizer(model)
     if use_cache:
         with atomic_dir(entry) as tmp:
             model.save_pretrained(tmp)
@@ -174,6 +175,23 @@ def _load_gguf(path: Path, *, dtype: str, use_cache: bool, display: str) -> Load
     loaded = LoadedModel(model, tokenizer, source=display, kind="gguf", path=path)
     loaded.timings["cached"] = False
     return loaded
+
+
+def _forget_gguf_quantizer(model) -> None:
+    """The weights are plain floats after dequantization; drop the GGUF 'quantizer' marker.
+
+    transformers keeps it attached and then refuses ``save_pretrained`` ("not serializable"),
+    although nothing quantized is left in the model.
+    """
+    model.hf_quantizer = None
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:  # a read-only property in some versions
+            pass
 
 
 # -- the hub ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from edgeprune import _autoregister
 __version__ = "0.1.0"
 __all__ = ["EdgepruneError", "__version__", "models", "eval", "compress", "export", "runtime", "devices"]
 
-_SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "cli"}
+_SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "cli", "describe"}
 
 _autoregister.install()
 

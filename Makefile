@@ -1,0 +1,29 @@
+# Two entry points a newcomer needs: `make run` (install + the main pipeline on the embedded
+# default model) and `make test` (install + both test tiers). Installs into ./.venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-unit
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the local CPU build; an unpinned torch pulls GBs of CUDA wheels
+	$(BIN)/pip install --quiet torch==2.13.0
+	# llama-cpp-python compiles from source the first time (~10 min on 2 cores), then pip caches it
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/edgeprune inspect smollm2-135m
+	$(BIN)/edgeprune generate --chat --prompt "Name three uses of a small language model on a phone." --max-new-tokens 48
+
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest -m unit -q

@@ -143,3 +143,32 @@ def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _tiny_dir(kind, path):
+    import torch
+    from transformers import Gemma3TextConfig, Gemma3ForCausalLM
+
+    from tests.tiny import VOCAB, _init_, tiny_mistral, tiny_qwen2
+
+    if kind == "gemma3_text":
+        cfg = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                               max_position_embeddings=256, bos_token_id=256, eos_token_id=257, pad_token_id=258)  # fmt: skip
+        torch.manual_seed(0)
+        model = _init_(Gemma3ForCausalLM(cfg), 0)
+    else:
+        model = {"qwen2": tiny_qwen2, "mistral": tiny_mistral}[kind]()
+    return model, save_tiny(model, path)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral", "gemma3_text"])
+def test_supported_families_load_from_directories(kind, tmp_path):
+    import torch
+
+    model, path = _tiny_dir(kind, tmp_path)
+    loaded = load(path)
+    assert loaded.model.config.model_type == kind
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, model(ids).logits)

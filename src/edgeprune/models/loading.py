@@ -11,9 +11,11 @@ Every failure is an :class:`EdgepruneError` with one line naming the problem and
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -201,7 +203,8 @@ def _load_hub(repo_id: str, *, dtype: str) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
-        config = AutoConfig.from_pretrained(repo_id)
+        with _quiet_loggers("huggingface_hub", "transformers"):
+            config = AutoConfig.from_pretrained(repo_id)
     except (OSError, ValueError) as exc:
         raise EdgepruneError(
             f"cannot fetch {repo_id!r} from the Hugging Face hub (offline, or no such repo: "
@@ -214,7 +217,22 @@ def _load_hub(repo_id: str, *, dtype: str) -> LoadedModel:
     return LoadedModel(model, tokenizer, source=repo_id, kind="hub")
 
 
-# -- helpers ---------------------------------------------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Silence library warnings while we turn their failures into our one-line error; restore after."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
 
 _DTYPES = ("float32", "float16", "bfloat16")
 

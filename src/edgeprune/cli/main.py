@@ -13,6 +13,7 @@ from edgeprune.errors import EdgepruneError
 VERBS = {
     "inspect": "edgeprune.cli.inspect_cmd",
     "generate": "edgeprune.cli.generate_cmd",
+    "devices": "edgeprune.cli.devices_cmd",
     # later verbs add one line each here (eval, export, prune, sparsify, reconstruct, profile, build, devices)
 }
 

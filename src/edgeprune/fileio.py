@@ -63,3 +63,14 @@ def write_text_atomic(final: str | Path, text: str) -> Path:
     with atomic_file(final, overwrite=True) as tmp:
         tmp.write_text(text)
     return Path(final)
+
+
+@contextlib.contextmanager
+def scratch_file(directory: str | Path, hint: str):
+    """Yield the path of an empty temporary file in ``directory``; it is removed afterwards, always."""
+    fd, name = tempfile.mkstemp(prefix=f".{hint}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)

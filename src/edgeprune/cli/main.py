@@ -14,6 +14,7 @@ VERBS = {
     "inspect": "edgeprune.cli.inspect_cmd",
     "generate": "edgeprune.cli.generate_cmd",
     "devices": "edgeprune.cli.devices_cmd",
+    "profile": "edgeprune.cli.profile_cmd",
     # later verbs add one line each here (eval, export, prune, sparsify, reconstruct, profile, build, devices)
 }
 

@@ -108,10 +108,10 @@ def measure_host(*, refresh: bool = False) -> dict:
         "fp32_tflops": measure_matmul_tflops(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    from edgeprune.fileio import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(figures, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file, never half
+    write_text_atomic(path, json.dumps(figures, indent=2) + "\n")
     return figures
 
 

@@ -28,6 +28,8 @@ class PlannedTensor:
     shape: tuple[int, ...]  # numpy order (= HF nn.Linear [out, in]); ggml lists it reversed
     choice: TypeChoice
     load: Callable[[], np.ndarray] = field(repr=False, compare=False)  # float32, already permuted
+    hf_name: str | None = None  # the model parameter it comes from; None for synthetic tensors
+    n_head: int = 0  # heads its rows were permuted with (0: not permuted)
 
 
 @dataclass
@@ -80,8 +82,9 @@ def plan_tensors(model, spec: GGUFModelSpec, qtype: tables.QType) -> list[Planne
     params = dict(model.named_parameters(remove_duplicate=False))
     planned: dict[str, PlannedTensor] = {}
 
-    def add(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray]) -> None:
-        planned[name] = PlannedTensor(name, shape, tensor_type(name, shape, qtype, tied=spec.tied), load)
+    def add(name: str, shape: tuple[int, ...], load: Callable[[], np.ndarray], hf_name=None, n_head=0) -> None:
+        choice = tensor_type(name, shape, qtype, tied=spec.tied)
+        planned[name] = PlannedTensor(name, shape, choice, load, hf_name, n_head)
 
     for hf_name, p in params.items():
         if hf_name == "lm_head.weight" and spec.tied:
@@ -94,7 +97,7 @@ def plan_tensors(model, spec: GGUFModelSpec, qtype: tables.QType) -> list[Planne
             arr = p.detach().to("cpu").float().numpy()
             return permute_qk(arr, n_head) if n_head else arr
 
-        add(name, tuple(p.shape), load)
+        add(name, tuple(p.shape), load, hf_name, n_head)
 
     # A layer with attention but no MLP gets a zero MLP (see ZERO_MLP_CHANNELS); its output is 0.
     h, z = spec.hidden_size, tables.ZERO_MLP_CHANNELS

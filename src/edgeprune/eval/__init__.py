@@ -1,0 +1,42 @@
+"""Evaluation: perplexity and zero-shot accuracy, defined as the field defines them, on every
+artifact kind (transformers / per-layer models, GGUF via llama.cpp, ONNX via onnxruntime).
+
+    from edgeprune.eval import Evaluator, PerplexityConfig, ZeroShotConfig
+    ev = Evaluator("smollm2-135m")
+    ev.perplexity(PerplexityConfig(seq_len=1024)).ppl
+    ev.zeroshot(ZeroShotConfig(tasks=("arc_easy",), limit=100))
+
+Modules: ``windows`` and ``scoring`` (pure maths), ``tasks`` (parsers and templates as data),
+``backends`` (the protocol and its three implementations), ``perplexity``, ``zeroshot``,
+``evaluator``. Names load lazily so ``import edgeprune.eval`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "Evaluator": "edgeprune.eval.evaluator",
+    "BACKENDS": "edgeprune.eval.evaluator",
+    "load_tokenizer": "edgeprune.eval.evaluator",
+    "PerplexityConfig": "edgeprune.eval.perplexity",
+    "PerplexityReport": "edgeprune.eval.perplexity",
+    "evaluate_perplexity": "edgeprune.eval.perplexity",
+    "ZeroShotConfig": "edgeprune.eval.zeroshot",
+    "TaskResult": "edgeprune.eval.zeroshot",
+    "evaluate_zeroshot": "edgeprune.eval.zeroshot",
+    "TASKS": "edgeprune.eval.tasks",
+    "Backend": "edgeprune.eval.backends",
+    "TorchBackend": "edgeprune.eval.backends",
+    "OnnxBackend": "edgeprune.eval.backends",
+    "LlamaCppBackend": "edgeprune.eval.backends",
+    "HFTokenizer": "edgeprune.eval.backends",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'edgeprune.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

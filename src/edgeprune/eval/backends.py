@@ -1,0 +1,462 @@
+"""Backends: the one thing perplexity and zero-shot need from a model, for every artifact kind.
+
+The protocol is two batched calls on token ids (no text):
+
+- ``token_logprobs(seqs)`` -> for each sequence ``s`` an array of ``log p(s[i] | s[:i])`` for
+  ``i = 1 .. len(s) - 1`` (the first token has no context and is not scored);
+- ``branch_logprobs(groups)`` -> for each ``(prefix, branches)`` group and each branch ``b`` an array
+  of ``log p(b[j] | prefix + b[:j])`` for ``j = 0 .. len(b) - 1``. The prefix is run once and its KV
+  cache reused for every branch: the shared context of a multiple-choice question.
+
+Each call is ONE batch; callers (perplexity.py, zeroshot.py) plan the batches and show progress.
+Log-probabilities are float64 numpy arrays, computed from float32 logits with a log-sum-exp.
+
+Backends: :class:`TorchBackend` (any transformers causal LM, the per-layer ``edgeprune_llama``
+included), :class:`OnnxBackend` (an edgeprune ONNX decoder through onnxruntime) and
+:class:`LlamaCppBackend` (a GGUF file through llama-cpp-python). onnxruntime and llama_cpp are
+imported inside their backends only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+
+Group = tuple[Sequence[int], Sequence[Sequence[int]]]
+
+
+# -- tokenizers ------------------------------------------------------------------------------------
+
+
+class Tokenizer(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...  # no special tokens added
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]: ...
+
+    @property
+    def prefix_token(self) -> int | None: ...  # BOS, else EOS: lm-eval's token for an empty context
+
+
+class HFTokenizer:
+    """A transformers tokenizer, used without special tokens (as lm-eval and the ppl literature do)."""
+
+    def __init__(self, tokenizer, name: str | None = None):
+        self.hf = tokenizer
+        self.name = name or f"{Path(str(getattr(tokenizer, 'name_or_path', '') or 'tokenizer')).name} ({len(tokenizer)} tokens)"
+
+    def encode(self, text: str) -> list[int]:
+        # verbose=False: a whole corpus is longer than model_max_length on purpose (it is windowed).
+        return list(self.hf(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return [list(ids) for ids in self.hf(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+
+    @property
+    def prefix_token(self) -> int | None:
+        bos = getattr(self.hf, "bos_token_id", None)
+        return bos if bos is not None else getattr(self.hf, "eos_token_id", None)
+
+
+class LlamaCppTokenizer:
+    """llama.cpp's own tokenizer of a GGUF (``tokenizer="llama.cpp"``)."""
+
+    def __init__(self, llm, name: str):
+        self.llm = llm
+        self.name = name
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    @property
+    def prefix_token(self) -> int | None:
+        bos = self.llm.token_bos()
+        return bos if bos >= 0 else self.llm.token_eos()
+
+
+# -- the protocol ----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # "torch" | "onnxruntime" | "llama.cpp"
+    tokenizer: Tokenizer
+    max_length: int | None  # the model's context window in tokens (None: unknown)
+    dtype: str
+    batch_tokens: int  # the token budget of one batch (rows x longest row)
+
+    def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]: ...
+
+    def branch_logprobs(self, groups: Sequence[Group]) -> list[list[np.ndarray]]: ...
+
+    def describe(self) -> dict: ...
+
+
+def _target_logprobs(logits, targets) -> np.ndarray:
+    """``log_softmax(logits)[i, targets[i]]`` as float64; logits (n, vocab) torch, any float dtype."""
+    import torch
+
+    logits = logits.float()
+    tgt = torch.as_tensor(list(targets), dtype=torch.long)
+    picked = logits.gather(-1, tgt[:, None])[:, 0]
+    return (picked - torch.logsumexp(logits, dim=-1)).double().numpy()
+
+
+def _pad(rows: Sequence[Sequence[int]], width: int):
+    import torch
+
+    out = torch.zeros(len(rows), width, dtype=torch.long)  # pad id 0: padded positions are masked/ignored
+    for i, r in enumerate(rows):
+        if len(r):
+            out[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+    return out
+
+
+class _PrefixCacheBackend:
+    """Both protocol calls written once on top of a batched forward with an explicit KV cache.
+
+    Subclasses provide ``_forward(ids, mask, pos, past, last, cache) -> (logits, present)``:
+    ``ids``/``pos`` (batch, seq), ``mask`` (batch, past + seq) with 1 for real tokens, ``past`` None
+    or a cache from an earlier call, ``last`` None (return logits for every position, (batch, seq,
+    vocab)) or a per-row position (return (batch, vocab) at that position), ``cache`` whether to
+    return the KV cache; and ``_select(past, rows)``, the cache rows in the given order (repeats
+    allowed).
+
+    Sequences are right-padded. Padding after the real tokens never changes them (attention is
+    causal); in the branch step the padded prefix positions are masked out of the cache.
+    """
+
+    name = "?"
+    dtype = "float32"
+    batch_tokens = 4096
+    max_length: int | None = None
+
+    def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        import torch
+
+        fed = [list(s[:-1]) for s in seqs]  # the last token is only a target
+        width = max(len(f) for f in fed)
+        if width == 0:
+            return [np.zeros(0) for _ in seqs]
+        lens = torch.as_tensor([len(f) for f in fed])
+        ids = _pad(fed, width)  # (batch, seq)
+        mask = (torch.arange(width)[None, :] < lens[:, None]).long()  # (batch, seq)
+        pos = torch.arange(width)[None, :].expand(len(fed), width)
+        logits, _ = self._forward(ids, mask, pos, None, None, False)  # (batch, seq, vocab)
+        return [_target_logprobs(logits[b, : len(f)], s[1:]) for b, (f, s) in enumerate(zip(fed, seqs))]
+
+    def branch_logprobs(self, groups: Sequence[Group]) -> list[list[np.ndarray]]:
+        import torch
+
+        prefixes = [list(p) for p, _ in groups]
+        if any(len(p) == 0 for p in prefixes):
+            raise ValueError("every prefix needs at least one token")
+        plen = torch.as_tensor([len(p) for p in prefixes])
+        width = int(plen.max())
+        ids = _pad(prefixes, width)  # (groups, prefix)
+        mask = (torch.arange(width)[None, :] < plen[:, None]).long()  # (groups, prefix)
+        pos = torch.arange(width)[None, :].expand(len(prefixes), width)
+        rows = [(g, list(b)) for g, (_, branches) in enumerate(groups) for b in branches]
+        tails = [b[:-1] for _, b in rows]  # fed after the prefix; each branch's last token is a target only
+        twidth = max((len(t) for t in tails), default=0)
+        # One-token branches (BoolQ's " no"/" yes") need only the prefix's last logits: no cache.
+        last_logits, past = self._forward(ids, mask, pos, None, plen - 1, twidth > 0)  # (groups, vocab)
+        first = torch.log_softmax(last_logits.float(), dim=-1)  # predicts each branch's first token
+
+        logits = None
+        if twidth > 0:
+            sel = torch.as_tensor([g for g, _ in rows])
+            tlen = torch.as_tensor([len(t) for t in tails])
+            tmask = (torch.arange(twidth)[None, :] < tlen[:, None]).long()
+            mask2 = torch.cat([mask[sel], tmask], dim=1)  # (rows, prefix + tail)
+            pos2 = plen[sel][:, None] + torch.arange(twidth)[None, :]  # (rows, tail)
+            logits, _ = self._forward(_pad(tails, twidth), mask2, pos2, self._select(past, sel), None, False)
+
+        out: list[list[np.ndarray]] = [[] for _ in groups]
+        for r, (g, b) in enumerate(rows):
+            if not b:
+                out[g].append(np.zeros(0))
+                continue
+            head = first[g, b[0]].double().numpy().reshape(1)
+            rest = _target_logprobs(logits[r, : len(b) - 1], b[1:]) if len(b) > 1 else np.zeros(0)
+            out[g].append(np.concatenate([head, rest]))
+        return out
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "dtype": self.dtype, "tokenizer": self.tokenizer.name, "max_length": self.max_length}
+
+
+# -- torch (transformers, edgeprune_llama) --------------------------------------------------------
+
+
+class TorchBackend(_PrefixCacheBackend):
+    """A transformers causal LM in eager PyTorch on CPU, under ``torch.inference_mode()``."""
+
+    name = "torch"
+
+    def __init__(self, model, tokenizer: Tokenizer, *, batch_tokens: int = 4096):
+        import torch
+
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_tokens = batch_tokens
+        self.dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        self.max_length = getattr(model.config, "max_position_embeddings", None)
+        self.threads = torch.get_num_threads()
+
+    def _forward(self, ids, mask, pos, past, last, cache):
+        import torch
+
+        kwargs: dict[str, Any] = {"input_ids": ids, "position_ids": pos, "use_cache": cache or past is not None}
+        # With right padding and no cache a causal mask is all that is needed: leaving the padding
+        # mask out keeps SDPA on its fast is_causal path.
+        if past is not None:
+            kwargs["past_key_values"] = past
+            kwargs["attention_mask"] = mask
+        if last is not None:
+            # Only the rows' last positions are needed: skip the lm_head everywhere else.
+            keep, inverse = torch.unique(last, return_inverse=True)
+            kwargs["logits_to_keep"] = keep
+        with torch.inference_mode():
+            out = self.model(**kwargs)
+        logits = out.logits
+        if last is not None:
+            logits = logits[torch.arange(len(last)), inverse]  # (batch, vocab)
+        return logits, out.past_key_values
+
+    def _select(self, past, rows):
+        past.batch_select_indices(rows)
+        return past
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(model_type=getattr(self.model.config, "model_type", "?"), threads=self.threads)
+        return d
+
+
+# -- onnxruntime ----------------------------------------------------------------------------------
+
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+class OnnxBackend(_PrefixCacheBackend):
+    """An ONNX decoder with explicit KV inputs, as edgeprune exports it.
+
+    Inputs ``input_ids``, ``attention_mask``, ``position_ids`` (int64) and, per layer ``i``,
+    ``past_key_values.{i}.key/value`` of shape (batch, kv_heads_i, past, head_dim) (past = 0 for a
+    fresh sequence); outputs ``logits`` and ``present.{i}.key/value``.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, session, tokenizer: Tokenizer, *, max_length: int | None = None, batch_tokens: int = 4096):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.batch_tokens = batch_tokens
+        self.max_length = max_length
+        inputs = {i.name: i for i in session.get_inputs()}
+        self._input_names = set(inputs)
+        for required in ("input_ids", "attention_mask"):
+            if required not in inputs:
+                raise EdgepruneError(f"the ONNX graph has no {required!r} input: export it with edgeprune export --format onnx")
+        self._kv: list[tuple[int, int, Any]] = []  # (kv_heads, head_dim, numpy dtype) per layer
+        i = 0
+        while f"past_key_values.{i}.key" in inputs:
+            arg = inputs[f"past_key_values.{i}.key"]
+            heads, head_dim = arg.shape[1], arg.shape[3]
+            if not isinstance(heads, int) or not isinstance(head_dim, int):
+                raise EdgepruneError(f"the ONNX input past_key_values.{i}.key has symbolic heads/head_dim {arg.shape}: re-export with fixed sizes")
+            self._kv.append((heads, head_dim, _ORT_DTYPES.get(arg.type, np.float32)))
+            i += 1
+        self._outputs = [o.name for o in session.get_outputs()]
+        if "logits" not in self._outputs:
+            raise EdgepruneError("the ONNX graph has no 'logits' output: export it with edgeprune export --format onnx")
+        self.dtype = np.dtype(self._kv[0][2]).name if self._kv else "float32"
+
+    @classmethod
+    def from_file(cls, path: str | Path, tokenizer: Tokenizer, *, threads: int | None = None, batch_tokens: int = 4096):
+        import onnxruntime as ort
+
+        path = Path(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise EdgepruneError(f"onnxruntime cannot open {path}: {first}; re-export the model") from None
+        backend = cls(session, tokenizer, max_length=_onnx_context_length(path), batch_tokens=batch_tokens)
+        backend.threads = opts.intra_op_num_threads
+        return backend
+
+    def _forward(self, ids, mask, pos, past, last, cache):
+        import torch
+
+        batch = ids.shape[0]
+        if past is None:
+            past = [(np.zeros((batch, h, 0, d), dt), np.zeros((batch, h, 0, d), dt)) for h, d, dt in self._kv]
+        feeds = {"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)}
+        if "position_ids" in self._input_names:
+            feeds["position_ids"] = pos.numpy().astype(np.int64)
+        for i, (k, v) in enumerate(past):
+            feeds[f"past_key_values.{i}.key"] = k
+            feeds[f"past_key_values.{i}.value"] = v
+        outs = dict(zip(self._outputs, self.session.run(None, feeds)))
+        logits = torch.from_numpy(np.asarray(outs["logits"], dtype=np.float32))  # (batch, seq, vocab)
+        if last is not None:
+            logits = logits[torch.arange(batch), last]
+        present = [(outs[f"present.{i}.key"], outs[f"present.{i}.value"]) for i in range(len(self._kv))]
+        return logits, present
+
+    def _select(self, past, rows):
+        idx = rows.numpy()
+        return [(k[idx], v[idx]) for k, v in past]
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(layers=len(self._kv), threads=getattr(self, "threads", None))
+        return d
+
+
+def _onnx_context_length(path: Path) -> int | None:
+    """The context window recorded beside an ONNX file (genai_config.json or config.json), if any."""
+    folder = path.parent
+    try:
+        genai = folder / "genai_config.json"
+        if genai.is_file():
+            return int(json.loads(genai.read_text())["model"]["context_length"])
+        cfg = folder / "config.json"
+        if cfg.is_file():
+            return int(json.loads(cfg.read_text())["max_position_embeddings"])
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+        pass
+    return None
+
+
+# -- llama.cpp ------------------------------------------------------------------------------------
+
+
+class LlamaCppBackend:
+    """A GGUF file through llama-cpp-python, one sequence at a time (``logits_all=True``).
+
+    The context is (re)created with the smallest ``n_ctx`` that fits what is asked, because
+    ``logits_all`` keeps an ``n_ctx x vocab`` float32 score buffer (1.6 GB at 8192 x 49152).
+    Branches rewind llama.cpp's KV cache to the end of the prefix instead of re-running it.
+    """
+
+    name = "llama.cpp"
+
+    def __init__(self, path: str | Path, tokenizer: Tokenizer | str | None = None, *, n_ctx: int = 2048,
+                 threads: int | None = None, batch_tokens: int = 4096):  # fmt: skip
+        import atexit
+
+        import llama_cpp  # noqa: F401  (fail early, with the import error, if it is missing)
+
+        self.path = Path(path)
+        self.threads = threads or os.cpu_count() or 1
+        self.batch_tokens = batch_tokens
+        self._n_ctx = 0
+        self._llm = None
+        self._ensure(n_ctx)
+        self.max_length = int(self._llm._model.n_ctx_train())
+        self.dtype = f"gguf:{_gguf_file_type(self._llm)}"
+        if tokenizer is None or tokenizer == "llama.cpp":
+            tokenizer = LlamaCppTokenizer(self._llm, name=f"llama.cpp ({self.path.name}, {self._llm.n_vocab()} tokens)")
+        self.tokenizer = tokenizer
+        # Free llama.cpp's context before interpreter teardown (its finaliser fails late in shutdown).
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def _ensure(self, n_tokens: int) -> None:
+        if self._llm is not None and n_tokens <= self._n_ctx:
+            return
+        from llama_cpp import Llama
+
+        n_ctx = max(n_tokens, 512)
+        old = self._llm
+        self._llm = None
+        if old is not None:
+            old.close()
+        try:
+            llm = Llama(model_path=str(self.path), logits_all=True, n_ctx=n_ctx, n_batch=512,
+                        n_threads=self.threads, n_threads_batch=self.threads, verbose=False)  # fmt: skip
+        except (ValueError, RuntimeError) as exc:
+            raise EdgepruneError(f"llama.cpp cannot load {self.path}: {str(exc)[:160]}; re-export the GGUF") from None
+        self._llm, self._n_ctx = llm, n_ctx
+        if hasattr(self, "tokenizer") and isinstance(self.tokenizer, LlamaCppTokenizer):
+            self.tokenizer.llm = llm
+
+    def _run(self, tokens: Sequence[int], start: int) -> np.ndarray:
+        """Evaluate ``tokens`` after the first ``start`` cached ones; their logits (n, vocab)."""
+        llm = self._llm
+        llm.n_tokens = start  # eval() drops the KV cache beyond n_tokens first
+        llm.eval(list(tokens))
+        return llm.scores[start : start + len(tokens)]
+
+    def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        import torch
+
+        self._ensure(max(len(s) for s in seqs))
+        out = []
+        for s in seqs:
+            if len(s) < 2:
+                out.append(np.zeros(0))
+                continue
+            logits = torch.from_numpy(np.array(self._run(s[:-1], 0)))
+            out.append(_target_logprobs(logits, s[1:]))
+        return out
+
+    def branch_logprobs(self, groups: Sequence[Group]) -> list[list[np.ndarray]]:
+        import torch
+
+        self._ensure(max(len(p) + max((len(b) for b in bs), default=0) for p, bs in groups))
+        out = []
+        for prefix, branches in groups:
+            last = torch.from_numpy(np.array(self._run(prefix, 0)[-1]))
+            first = torch.log_softmax(last.float(), dim=-1)
+            res = []
+            for b in branches:
+                if not b:
+                    res.append(np.zeros(0))
+                    continue
+                head = np.array([float(first[b[0]])])
+                rest = np.zeros(0)
+                if len(b) > 1:
+                    rest = _target_logprobs(torch.from_numpy(np.array(self._run(b[:-1], len(prefix)))), b[1:])
+                res.append(np.concatenate([head, rest]))
+            out.append(res)
+        return out
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "dtype": self.dtype, "tokenizer": self.tokenizer.name,
+                "max_length": self.max_length, "threads": self.threads, "path": str(self.path)}  # fmt: skip
+
+
+_GGUF_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+                    12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}  # fmt: skip
+
+
+def _gguf_file_type(llm) -> str:
+    ft = (getattr(llm, "metadata", None) or {}).get("general.file_type")
+    try:
+        return _GGUF_FILE_TYPES.get(int(ft), f"type{ft}")
+    except (TypeError, ValueError):
+        return "unknown"

@@ -1,0 +1,166 @@
+"""``Evaluator(model_or_artifact)``: one front for perplexity and zero-shot on every artifact kind.
+
+What it accepts, and which backend it builds:
+
+- ``None``, a built-in name, a Hugging Face directory or hub id -> :func:`edgeprune.models.load`,
+  then the torch backend;
+- a loaded model (``LoadedModel``) or a transformers model + ``tokenizer=`` (the per-layer
+  ``edgeprune_llama`` is one) -> torch;
+- a ``.gguf`` file -> llama.cpp (``backend="torch"`` dequantizes it through ``load`` instead);
+  ``backend="llama.cpp"`` with a built-in name evaluates the shipped GGUF itself;
+- a ``.onnx`` file (or a directory holding ``model.onnx``) -> onnxruntime;
+- an object that already speaks the backend protocol -> used as is.
+
+Tokenizer: ``tokenizer=`` may be a tokenizer object or a model source to take it from. Without
+one, a model brings its own; an ONNX export uses the tokenizer saved beside it; a GGUF uses the
+Hugging Face tokenizer transformers builds from the GGUF's metadata -- the same one the torch
+backend uses for that GGUF, so comparing a GGUF with its source model compares weights and
+kernels, not tokenisations. ``tokenizer="llama.cpp"`` uses llama.cpp's own tokenizer instead
+(on WikiText-2 with SmolLM2 the two differ in a few places around non-ASCII characters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.eval.backends import HFTokenizer, LlamaCppBackend, OnnxBackend, TorchBackend
+from edgeprune.eval.perplexity import PerplexityConfig, PerplexityReport, evaluate_perplexity
+from edgeprune.eval.zeroshot import TaskResult, ZeroShotConfig, evaluate_zeroshot
+
+BACKENDS = ("torch", "llama.cpp", "onnxruntime")
+DEFAULT_BATCH_TOKENS = 4096  # rows x longest row per forward: 4 windows of 1024; ~0.8 GB of logits
+
+
+class Evaluator:
+    """Evaluate one model or artifact; see the module docstring for what it accepts."""
+
+    def __init__(self, model_or_artifact=None, *, tokenizer=None, backend: str | None = None, dtype: str = "float32",
+                 batch_tokens: int = DEFAULT_BATCH_TOKENS, threads: int | None = None, progress: bool = True):  # fmt: skip
+        if backend is not None and backend not in BACKENDS:
+            raise EdgepruneError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if batch_tokens < 1:
+            raise EdgepruneError(f"batch_tokens must be >= 1, got {batch_tokens}")
+        self.threads = threads
+        self.progress = progress
+        with _torch_threads(threads):
+            self.backend, self.source = _make_backend(model_or_artifact, tokenizer, backend, dtype, batch_tokens, threads)
+
+    def perplexity(self, config: PerplexityConfig | None = None) -> PerplexityReport:
+        with _torch_threads(self.threads):
+            return evaluate_perplexity(self.backend, config or PerplexityConfig(), progress=self.progress)
+
+    def zeroshot(self, config: ZeroShotConfig | None = None) -> list[TaskResult]:
+        with _torch_threads(self.threads):
+            return evaluate_zeroshot(self.backend, config or ZeroShotConfig(), progress=self.progress)
+
+    def describe(self) -> dict:
+        return {"model": self.source, **self.backend.describe()}
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Set torch's intra-op threads for the duration, then restore them (no hidden global state)."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _is_backend(obj) -> bool:
+    return all(hasattr(obj, a) for a in ("token_logprobs", "branch_logprobs", "tokenizer", "max_length"))
+
+
+def _make_backend(obj, tokenizer, backend, dtype, batch_tokens, threads):
+    if _is_backend(obj):
+        return obj, getattr(obj, "name", type(obj).__name__)
+    if hasattr(obj, "model") and hasattr(obj, "tokenizer") and hasattr(obj, "source"):  # a LoadedModel
+        tok = _tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(obj.tokenizer, _tok_name(obj.source, obj.tokenizer))
+        return _torch(obj.model, tok, backend, batch_tokens), obj.source
+    if obj is not None and not isinstance(obj, (str, Path)):  # a transformers model
+        if tokenizer is None:
+            raise EdgepruneError("a model object needs tokenizer=: pass its tokenizer or the model source to load it from")
+        return _torch(obj, _tokenizer(tokenizer), backend, batch_tokens), getattr(obj.config, "_name_or_path", "") or type(obj).__name__
+
+    from edgeprune.models import builtin
+
+    source = builtin.DEFAULT_MODEL if obj is None else str(obj)
+    path = Path(source).expanduser()
+    onnx_file = path if path.suffix == ".onnx" else (path / "model.onnx" if path.is_dir() else None)
+    if backend == "onnxruntime" or (backend is None and onnx_file is not None and onnx_file.is_file()):
+        if onnx_file is None or not onnx_file.is_file():
+            raise EdgepruneError(f"no ONNX model at {source}: pass a .onnx file or a directory holding model.onnx")
+        if tokenizer is None:
+            if not any((onnx_file.parent / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+                raise EdgepruneError(f"no tokenizer beside {onnx_file}: pass tokenizer= (--tokenizer) naming the source model")
+            tokenizer = str(onnx_file.parent)
+        return OnnxBackend.from_file(onnx_file, _tokenizer(tokenizer), threads=threads, batch_tokens=batch_tokens), str(onnx_file)
+
+    gguf = builtin.builtin_path(source) if builtin.is_builtin(source) and backend == "llama.cpp" else path
+    if gguf.suffix == ".gguf" and backend in (None, "llama.cpp"):
+        if not gguf.is_file():
+            raise EdgepruneError(f"no such GGUF file {gguf}: pass an existing .gguf file")
+        if tokenizer == "llama.cpp":
+            tok = "llama.cpp"
+        else:
+            tok = _tokenizer(tokenizer if tokenizer is not None else str(gguf))
+        return LlamaCppBackend(gguf, tok, threads=threads, batch_tokens=batch_tokens), source
+    if backend == "llama.cpp":
+        raise EdgepruneError(f"the llama.cpp backend needs a .gguf file, got {source}: export one with edgeprune export --format gguf")
+
+    from edgeprune.models import load
+
+    loaded = load(source, dtype=dtype)
+    tok = _tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(loaded.tokenizer, _tok_name(loaded.source, loaded.tokenizer))
+    return _torch(loaded.model, tok, backend, batch_tokens), loaded.source
+
+
+def _torch(model, tok, backend, batch_tokens):
+    if backend not in (None, "torch"):
+        raise EdgepruneError(f"a transformers model runs on the torch backend, not {backend}: export it first")
+    return TorchBackend(model, tok, batch_tokens=batch_tokens)
+
+
+def _tok_name(source: str, tok) -> str:
+    return f"{source} ({type(tok).__name__}, {len(tok)} tokens)"
+
+
+def _tokenizer(spec):
+    """A tokenizer object, or a model source to load one from -> a protocol tokenizer."""
+    if spec == "llama.cpp":
+        raise EdgepruneError("tokenizer='llama.cpp' works only with a .gguf model on the llama.cpp backend")
+    if hasattr(spec, "encode_batch") and hasattr(spec, "name"):
+        return spec
+    if not isinstance(spec, (str, Path)):
+        return HFTokenizer(spec)
+    hf = load_tokenizer(str(spec))
+    return HFTokenizer(hf, _tok_name(str(spec), hf))
+
+
+def load_tokenizer(source: str):
+    """Only the tokenizer of a model source: a built-in name, a directory, a .gguf file or a hub id."""
+    from transformers import AutoTokenizer
+
+    from edgeprune.models import builtin
+
+    path = builtin.builtin_path(source) if builtin.is_builtin(source) else Path(source).expanduser()
+    try:
+        if path.suffix == ".gguf" and path.is_file():
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(str(path) if path.exists() else source)
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise EdgepruneError(f"cannot load a tokenizer from {source!r} ({first}): pass a model directory, .gguf or built-in name") from None

@@ -1,0 +1,244 @@
+"""``export_gguf``: a torch Llama-family model (uniform or per-layer widths) to a verified GGUF file.
+
+Orchestration only: the layout rules are in layout.py, names and keys in tables.py, tokenizers in
+vocab.py, the read-back in verify.py. Order of work: validate everything that can be validated
+without writing (output path, type, widths, tokenizer), write to a temporary file beside the
+output, verify that file, then rename it into place and write the report beside it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.export.gguf import tables, vocab
+from edgeprune.export.gguf.spec import GGUFModelSpec, model_spec
+from edgeprune.fileio import atomic_file, check_writable, scratch_file, write_text_atomic
+
+PURE_TYPES = [n for n, q in tables.QTYPES.items() if q.route == "gguf-py"]
+
+
+@dataclass(frozen=True)
+class GGUFExportConfig:
+    """The GGUF export settings a build recipe carries (strict: unknown keys are errors)."""
+
+    qtype: str = "f16"
+    verify: bool = True
+    llama_quantize: str | None = None  # path of llama.cpp's llama-quantize, for K-quants
+    version: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.qtype, str) or self.qtype.lower() not in tables.QTYPES:
+            hint = difflib.get_close_matches(str(self.qtype).lower(), list(tables.QTYPES), n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise EdgepruneError(f"unknown GGUF type {self.qtype!r}{did}: use one of {', '.join(tables.QTYPES)}")
+        object.__setattr__(self, "qtype", self.qtype.lower())
+        if not isinstance(self.verify, bool):
+            raise EdgepruneError(f"verify must be true or false, got {self.verify!r}")
+        if self.version != 1:
+            raise EdgepruneError(f"GGUF export config version {self.version} is not supported: this edgeprune reads version 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GGUFExportConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise EdgepruneError(f"unknown GGUF export setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GGUFExportReport:
+    path: str
+    bytes: int
+    arch: str
+    family: str
+    qtype: str
+    n_layers: int
+    heads: list[int]
+    kv_heads: list[int]
+    mlp: list[int]  # MLP widths as written (zero-MLP layers show ZERO_MLP_CHANNELS)
+    zero_mlp_layers: list[int]
+    tied_embeddings: bool
+    tokenizer: str
+    n_tensors: int
+    tensor_types: dict[str, int]
+    fallbacks: list[dict]
+    route: str
+    verify: dict | None
+    notes: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verify and self.verify.get("passed"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @property
+    def report_path(self) -> Path:
+        return report_path(Path(self.path))
+
+
+def report_path(out: Path) -> Path:
+    """``model.gguf`` -> ``model.report.json``, beside the file."""
+    path = out.with_suffix(".report.json")
+    return path if path != out else out.with_name(out.name + ".report.json")
+
+
+def _versions(verified: bool) -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("edgeprune", "gguf", "torch", "transformers") + (("llama-cpp-python",) if verified else ()):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _general_kvs(model, source_gguf: Path | None) -> tuple[vocab.KV, ...]:
+    from gguf import GGUFValueType
+
+    if source_gguf is not None:
+        kvs = tuple(kv for kv in vocab.gguf_fields(source_gguf, ("general.",)) if kv.key in tables.COPIED_GENERAL_KEYS)
+        if kvs:
+            return kvs
+    name = Path(str(getattr(model.config, "_name_or_path", "") or "edgeprune-model")).name or "edgeprune-model"
+    return (vocab.KV("general.name", name, GGUFValueType.STRING),)
+
+
+def _tokenizer_kvs(tokenizer, source_gguf: Path | None, spec: GGUFModelSpec) -> vocab.TokenizerKVs:
+    if source_gguf is not None:
+        tok = vocab.from_gguf(source_gguf)
+    elif tokenizer is not None:
+        tok = vocab.from_hf(tokenizer, spec.vocab_size, spec.arch)
+    else:
+        return vocab.no_vocab()
+    if tok.n_tokens is not None and tok.n_tokens != spec.vocab_size:
+        raise EdgepruneError(
+            f"the tokenizer has {tok.n_tokens} tokens but the model's embedding has {spec.vocab_size} rows: "
+            "llama.cpp needs them equal; pass the tokenizer that belongs to this model"
+        )
+    return tok
+
+
+def _file_type_counts(path: Path) -> dict[str, int]:
+    from edgeprune.models.files import open_gguf
+
+    return dict(Counter(t.tensor_type.name for t in open_gguf(path).tensors))
+
+
+def _notes(spec: GGUFModelSpec, qtype: tables.QType) -> list[str]:
+    notes = []
+    if spec.plan.zero_mlp_layers:
+        notes.append(
+            f"layers {list(spec.plan.zero_mlp_layers)} keep attention but have no MLP; llama.cpp's deci graph drops "
+            f"such a layer's attention output, so each was given a {tables.ZERO_MLP_CHANNELS}-channel MLP with zero "
+            "weights (output exactly 0, outputs unchanged)"
+        )
+    if qtype.route == "gguf-py" and qtype.ggml is not None and qtype.ggml.name not in ("F32", "F16", "BF16", "Q8_0"):
+        notes.append(
+            "the output matrix (output.weight, or token_embd when tied) is Q8_0, as llama-quantize does when its "
+            "Q6_K choice does not fit the row length; gguf-py cannot write Q6_K"
+        )
+    return notes
+
+
+def export_gguf(
+    model,
+    tokenizer,
+    out_path: str | Path,
+    *,
+    qtype: str = "f16",
+    source_gguf: str | Path | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+    llama_quantize: str | Path | None = None,
+    progress: bool | None = None,
+) -> GGUFExportReport:
+    """Write ``model`` (transformers Llama/Mistral/Qwen2 or edgeprune_llama) as a GGUF file.
+
+    ``tokenizer``: the Hugging Face tokenizer (None: a vocabulary-less file that runs on token ids).
+    ``source_gguf``: a GGUF the model came from; its ``tokenizer.*`` keys are copied verbatim.
+    ``qtype``: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (pure Python), or a K-quant such as
+    q4_k_m (needs ``llama_quantize``, the path of llama.cpp's binary, or one on PATH).
+    With ``verify`` the file is read back and run in llama.cpp before it is renamed into place; a
+    failed check raises EdgepruneError and leaves nothing behind. Returns the export report, which
+    is also written beside the file as ``<name>.report.json``.
+    """
+    from edgeprune.export.gguf import kquant, writer
+    from edgeprune.export.gguf.verify import default_threads, verify_gguf
+
+    cfg = GGUFExportConfig(qtype=qtype, verify=verify, llama_quantize=str(llama_quantize) if llama_quantize else None)
+    qt = tables.QTYPES[cfg.qtype]
+    out = check_writable(out_path, overwrite=overwrite)
+    binary = kquant.find_llama_quantize(cfg.llama_quantize, cfg.qtype, PURE_TYPES) if qt.route == "llama-quantize" else None
+    source = Path(source_gguf) if source_gguf is not None else None
+    if source is not None and not source.is_file():
+        raise EdgepruneError(f"source GGUF {source} does not exist: pass the .gguf file the model was loaded from")
+    spec = model_spec(model)
+    tok = _tokenizer_kvs(tokenizer, source, spec)
+    general = _general_kvs(model, source)
+    threads = default_threads()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with atomic_file(out, overwrite=overwrite) as tmp:
+        if binary is None:
+            written = writer.write_gguf(tmp, model, spec, qt, tok.kvs, general, progress=progress)
+            fallbacks = written.fallbacks()
+            route = "gguf-py"
+        else:
+            inter = tables.QTYPES[tables.KQUANT_INTERMEDIATE]
+            with scratch_file(out.parent, f"{out.name}.{inter.name}") as full:
+                written = writer.write_gguf(full, model, spec, inter, tok.kvs, general, progress=progress)
+                t1 = time.perf_counter()
+                fallbacks, _ = kquant.run_llama_quantize(binary, full, tmp, cfg.qtype, threads)
+                timings["quantize_s"] = time.perf_counter() - t1
+            route = f"llama-quantize ({binary})"
+        timings["write_s"] = time.perf_counter() - t0 - timings.get("quantize_s", 0.0)
+        result = None
+        if cfg.verify:
+            t1 = time.perf_counter()
+            result = verify_gguf(tmp, model, tokenizer, spec, written.tensors, tok.kvs, qt, check_types=binary is None, n_threads=threads)
+            timings["verify_s"] = time.perf_counter() - t1
+            if not result.passed:
+                raise EdgepruneError(f"GGUF verification failed, nothing written: {result.summary()}")
+        report = GGUFExportReport(
+            path=str(out),
+            bytes=tmp.stat().st_size,
+            arch=spec.arch,
+            family=spec.family,
+            qtype=cfg.qtype,
+            n_layers=spec.n_layers,
+            heads=list(spec.heads),
+            kv_heads=list(spec.kv_heads),
+            mlp=list(spec.ff),
+            zero_mlp_layers=list(spec.plan.zero_mlp_layers),
+            tied_embeddings=spec.tied,
+            tokenizer=tok.source,
+            n_tensors=len(written.tensors),
+            tensor_types=_file_type_counts(tmp),
+            fallbacks=fallbacks,
+            route=route,
+            verify=result.to_dict() if result is not None else None,
+            notes=_notes(spec, qt),
+            timings=timings,
+            versions=_versions(result is not None),
+        )
+    write_text_atomic(report_path(out), report.to_json())
+    return report

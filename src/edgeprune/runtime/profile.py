@@ -1,0 +1,153 @@
+"""The profiling harness: repeated runs of one artifact in fresh processes, aggregated.
+
+Each repetition is a separate ``edgeprune.runtime.worker`` process (peak RSS per run; nothing
+warm carries over); prefill and decode tokens/s are reported as median / min / max over the
+repetitions, like llama-bench's pp512 / tg128.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+
+RUNTIME_BY_KIND = {"gguf": "llama.cpp", "onnx": "onnxruntime", "hf-dir": "torch"}
+
+
+@dataclass
+class ProfileResult:
+    artifact: str
+    runtime: str
+    prompt_tokens: int
+    gen_tokens: int
+    reps: int
+    threads: int
+    runs: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_runtime(artifact: str, runtime: str | None) -> tuple[str, str]:
+    """(runtime, path to hand the worker) for an artifact; the default runtime follows its kind."""
+    from edgeprune.describe import resolve_artifact
+    from edgeprune.models import builtin
+
+    kind, path = resolve_artifact(artifact)
+    runtime = runtime or RUNTIME_BY_KIND[kind]
+    if runtime not in ("llama.cpp", "onnxruntime", "torch"):
+        raise EdgepruneError(f"unknown runtime {runtime!r}: use llama.cpp, onnxruntime or torch")
+    allowed = {"llama.cpp": {"gguf"}, "onnxruntime": {"onnx"}, "torch": {"hf-dir", "gguf"}}[runtime]
+    if kind not in allowed:
+        raise EdgepruneError(f"runtime {runtime} cannot run a {kind} artifact ({path}): use --runtime {RUNTIME_BY_KIND[kind]}")
+    # torch loads built-in names and directories through edgeprune.models.load
+    handle = artifact if runtime == "torch" and builtin.is_builtin(artifact) else str(path)
+    return runtime, handle
+
+
+def _stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def profile(
+    artifact: str,
+    *,
+    runtime: str | None = None,
+    prompt_tokens: int = 512,
+    gen_tokens: int = 128,
+    reps: int = 5,
+    threads: int | None = None,
+    timeout_s: float = 600,
+) -> ProfileResult:
+    """Measure load time, prefill and decode tokens/s, TTFT and peak RSS over ``reps`` fresh processes."""
+    if prompt_tokens < 1 or gen_tokens < 1 or reps < 1:
+        raise EdgepruneError("--prompt-tokens, --gen-tokens and --reps must be >= 1")
+    runtime, handle = resolve_runtime(artifact, runtime)
+    threads = threads or os.cpu_count() or 1
+    result = ProfileResult(artifact=artifact, runtime=runtime, prompt_tokens=prompt_tokens,
+                           gen_tokens=gen_tokens, reps=reps, threads=threads, machine=machine_info())  # fmt: skip
+    cmd = [sys.executable, "-m", "edgeprune.runtime.worker", "--runtime", runtime, "--artifact", handle,
+           "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--threads", str(threads)]  # fmt: skip
+    from tqdm import tqdm
+
+    for rep in tqdm(range(reps), desc=f"profile {runtime}", unit="run", leave=False):
+        try:
+            proc = subprocess.run(cmd + ["--seed", str(rep)], capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise EdgepruneError(f"a {runtime} run took longer than {timeout_s:.0f}s: lower --prompt-tokens/--gen-tokens") from None
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        run = json.loads(lines[-1]) if lines else {"error": proc.stderr.strip().splitlines()[-1:] or "no output"}
+        if "error" in run:
+            raise EdgepruneError(f"{runtime} run failed on {handle}: {run['error']}")
+        run["prefill_tps"] = prompt_tokens / run["prefill_s"]
+        run["decode_tps"] = gen_tokens / run["decode_s"]
+        run["ttft_ms"] = 1000 * run["prefill_s"]  # the first token's logits come with the prompt's last position
+        result.runs.append(run)
+    result.summary = {k: _stats([r[k] for r in result.runs]) for k in ("load_s", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")}
+    return result
+
+
+def machine_info() -> dict:
+    from edgeprune.devices.host import _cpuinfo, _meminfo_gb
+
+    model, isa = _cpuinfo()
+    return {"cpu": model, "cores": os.cpu_count(), "isa": list(isa), "memory_gb": _meminfo_gb()[0],
+            "platform": platform.platform(), "python": platform.python_version()}  # fmt: skip
+
+
+def write_report(result: ProfileResult, out_dir: str | Path) -> dict[str, Path]:
+    """JSON + markdown + a plot of per-run tokens/s, written atomically into ``out_dir``."""
+    from edgeprune.fileio import write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "profile.json", "md": out / "profile.md", "png": out / "profile.png"}
+    write_text_atomic(paths["json"], json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text_atomic(paths["md"], format_markdown(result) + "\n")
+    _plot(result, paths["png"])
+    return paths
+
+
+def format_markdown(result: ProfileResult) -> str:
+    s = result.summary
+    rows = [
+        f"# {result.artifact} on {result.runtime} ({result.threads} threads, {result.machine.get('cpu', '?')})",
+        "",
+        f"pp{result.prompt_tokens} / tg{result.gen_tokens}, {result.reps} runs, each in a fresh process (median [min, max])",
+        "",
+        "| metric | median | min | max |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in [("prefill_tps", "prefill tok/s"), ("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT ms"),
+                       ("load_s", "load s"), ("peak_rss_mb", "peak RSS MiB")]:  # fmt: skip
+        rows.append(f"| {label} | {s[key]['median']:.2f} | {s[key]['min']:.2f} | {s[key]['max']:.2f} |")
+    return "\n".join(rows)
+
+
+def _plot(result: ProfileResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; does not touch the user's default backend elsewhere
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, key, label in [(axes[0], "prefill_tps", "prefill tok/s"), (axes[1], "decode_tps", "decode tok/s")]:
+        ax.bar(range(1, len(result.runs) + 1), [r[key] for r in result.runs], color="#4477aa")
+        ax.set_xlabel("run")
+        ax.set_title(label)
+    fig.suptitle(f"{Path(result.artifact).name} / {result.runtime}")
+    fig.tight_layout()
+    from edgeprune.fileio import atomic_file
+
+    with atomic_file(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,142 @@
+"""One measured run, in its own process: load, warm up, prefill, decode; print one JSON line.
+
+The harness (``edgeprune.runtime.profile``) starts a fresh process per repetition so that peak
+RSS belongs to one run and caches do not carry over. Methodology follows llama-bench: a prompt
+of random token ids processed at once (pp), then tokens generated one at a time (tg), each
+token fed back without sampling cost; a short warm-up run first, excluded from the figures.
+
+    python -m edgeprune.runtime.worker --runtime llama.cpp --artifact model.gguf --prompt-tokens 512 --gen-tokens 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def _random_tokens(n: int, vocab: int, seed: int) -> list[int]:
+    import random
+
+    rng = random.Random(seed)
+    # Skip the lowest ids: they are special tokens in most vocabularies.
+    return [rng.randrange(min(100, vocab // 2), vocab) for _ in range(n)]
+
+
+def run_llamacpp(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
+    import llama_cpp
+
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(
+        model_path=artifact, n_ctx=prompt_tokens + gen_tokens + 16, n_batch=512, n_ubatch=512,
+        n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False, seed=seed,
+    )  # fmt: skip
+    load_s = time.perf_counter() - t0
+    vocab = llm.n_vocab()
+    prompt = _random_tokens(prompt_tokens, vocab, seed)
+    gen = _random_tokens(gen_tokens, vocab, seed + 1)
+
+    def once(p, g):
+        llm.reset()  # position 0 again; eval() drops the KV cells past the current position
+        t = time.perf_counter()
+        llm.eval(p)
+        t_prefill = time.perf_counter() - t
+        t = time.perf_counter()
+        for tok in g:
+            llm.eval([tok])
+        return t_prefill, time.perf_counter() - t
+
+    once(prompt[:16], gen[:4])  # warm-up
+    prefill_s, decode_s = once(prompt, gen)
+    return {"load_s": load_s, "prefill_s": prefill_s, "decode_s": decode_s}
+
+
+def run_torch(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
+    import torch
+
+    from edgeprune.models import load
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        model = load(artifact).model
+        load_s = time.perf_counter() - t0
+        vocab = model.config.vocab_size
+        prompt = torch.tensor([_random_tokens(prompt_tokens, vocab, seed)])
+        gen = torch.tensor([_random_tokens(gen_tokens, vocab, seed + 1)])
+
+        @torch.inference_mode()
+        def once(p, g):
+            t = time.perf_counter()
+            out = model(p, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            t_prefill = time.perf_counter() - t
+            t = time.perf_counter()
+            for i in range(g.shape[1]):
+                cache = model(g[:, i : i + 1], past_key_values=cache, use_cache=True).past_key_values
+            return t_prefill, time.perf_counter() - t
+
+        once(prompt[:, :16], gen[:, :4])  # warm-up
+        prefill_s, decode_s = once(prompt, gen)
+    finally:
+        torch.set_num_threads(prev_threads)
+    return {"load_s": load_s, "prefill_s": prefill_s, "decode_s": decode_s}
+
+
+def run_onnxruntime(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
+    from edgeprune.runtime.ort_session import OrtDecoder
+
+    t0 = time.perf_counter()
+    dec = OrtDecoder(artifact, threads=threads)
+    load_s = time.perf_counter() - t0
+    prompt = _random_tokens(prompt_tokens, dec.vocab_size, seed)
+    gen = _random_tokens(gen_tokens, dec.vocab_size, seed + 1)
+
+    def once(p, g):
+        t = time.perf_counter()
+        state = dec.prefill(p)
+        t_prefill = time.perf_counter() - t
+        t = time.perf_counter()
+        for tok in g:
+            state = dec.step(state, tok)
+        return t_prefill, time.perf_counter() - t
+
+    once(prompt[:16], gen[:4])  # warm-up
+    prefill_s, decode_s = once(prompt, gen)
+    return {"load_s": load_s, "prefill_s": prefill_s, "decode_s": decode_s}
+
+
+RUNNERS = {"llama.cpp": run_llamacpp, "torch": run_torch, "onnxruntime": run_onnxruntime}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runtime", choices=sorted(RUNNERS), required=True)
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--prompt-tokens", type=int, default=512)
+    p.add_argument("--gen-tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        result = RUNNERS[args.runtime](args.artifact, args.prompt_tokens, args.gen_tokens, args.threads, args.seed)
+    except ImportError as exc:
+        print(json.dumps({"error": f"runtime {args.runtime} is not installed here: {exc}"}))
+        return 3
+    except Exception as exc:  # reported to the harness as one line, not a traceback
+        print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}))
+        return 1
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
+    result.update(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, threads=args.threads)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,8 +13,13 @@ from edgeprune.errors import EdgepruneError
 VERBS = {
     "inspect": "edgeprune.cli.inspect_cmd",
     "generate": "edgeprune.cli.generate_cmd",
+    "eval": "edgeprune.cli.eval_cmd",
     "devices": "edgeprune.cli.devices_cmd",
+    "prune": "edgeprune.cli.prune_cmd",
+    "sparsify": "edgeprune.cli.sparsify_cmd",
     "profile": "edgeprune.cli.profile_cmd",
+    "build": "edgeprune.cli.build_cmd",
+    "export": "edgeprune.cli.export_cmd",
     # later verbs add one line each here (eval, export, prune, sparsify, reconstruct, profile, build, devices)
 }
 

@@ -1,1 +1,39 @@
-"""Compression steps (structured pruning, reconstruction, 2:4 sparsity, quantization): issues 6-8."""
+"""Compression steps (structured pruning, reconstruction, 2:4 sparsity, quantization): issues 6-8.
+
+Public API (imported lazily, so ``import edgeprune.compress`` does not import torch):
+
+- ``compress(model, step, calib)`` -> ``(model, report)``: the one verb (see ``api.py``);
+- ``register`` / ``registered``: the config-type -> implementation registry;
+- ``StructuredPrune`` + ``TrainConfig``: structured pruning (Adapt-Pruner and its baselines);
+- ``TokenWindows`` / ``calibration_windows``: calibration and training token windows.
+
+Files: pure maths in ``importance.py`` (group scores) and ``allocation.py`` (per-layer widths),
+the coupling model and cutting in ``cut.py``, calibration statistics in ``stats.py``, the
+training loop in ``train.py``, orchestration in ``structured.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "compress": "edgeprune.compress.api",
+    "register": "edgeprune.compress.registry",
+    "registered": "edgeprune.compress.registry",
+    "config_from_dict": "edgeprune.compress.registry",
+    "config_from_yaml": "edgeprune.compress.registry",
+    "StructuredPrune": "edgeprune.compress.structured",
+    "StructuredPruneReport": "edgeprune.compress.structured",
+    "METHODS": "edgeprune.compress.structured",
+    "TrainConfig": "edgeprune.compress.train",
+    "TokenWindows": "edgeprune.compress.calib",
+    "calibration_windows": "edgeprune.compress.calib",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'edgeprune.compress' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

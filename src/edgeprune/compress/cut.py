@@ -137,3 +137,44 @@ def random_keep(config, *, attn_keep: float, mlp_keep: float, align: int = 32, s
         channels = torch.randperm(ff[i], generator=g)[:n_ff].sort().values
         keep[i] = LayerKeep(tuple(kv_groups.tolist()), tuple(channels.tolist()))
     return keep
+
+
+def add_output_biases(model, attn: dict[int, torch.Tensor], mlp: dict[int, torch.Tensor]):
+    """Return a new model whose o_proj (layers in ``attn``) / down_proj (layers in ``mlp``) biases
+    are increased by the given ``(hidden,)`` vectors (FLAP's bias compensation after a cut).
+
+    Llama has no such biases, so the config gets ``o_proj_bias=True`` (and ``mlp_bias=True`` if
+    ``mlp`` is non-empty; the per-layer config has one MLP bias flag, so gate/up get zero biases,
+    which change nothing). Existing biases are kept and added to.
+    """
+    from edgeprune.models import EdgepruneLlamaForCausalLM, to_per_layer
+    from edgeprune.models.configuration_edgeprune_llama import EdgepruneLlamaConfig
+
+    src = to_per_layer(model)
+    cfg = src.config
+    flags = {"o_proj_bias": bool(cfg.o_proj_bias or attn), "mlp_bias": bool(cfg.mlp_bias or mlp)}
+    for table, part in ((attn, "self_attn"), (mlp, "mlp")):
+        for i in table:
+            if getattr(src.model.layers[i], part) is None:
+                raise EdgepruneError(f"layer {i} has no {part}: cannot add a bias to it")
+    new_cfg = EdgepruneLlamaConfig(**{**cfg.to_dict(), **flags})
+    new_cfg._attn_implementation = cfg._attn_implementation
+    new = EdgepruneLlamaForCausalLM(new_cfg).to(next(src.parameters()).dtype)
+    state = new.state_dict()
+    for name in state:
+        if name.endswith((".bias",)) and name not in src.state_dict():
+            state[name] = torch.zeros_like(state[name])
+    for name, tensor in src.state_dict().items():
+        if name in state:
+            state[name] = tensor
+    for i, b in attn.items():
+        key = f"model.layers.{i}.self_attn.o_proj.bias"
+        state[key] = state[key] + b.to(state[key].dtype)
+    for i, b in mlp.items():
+        key = f"model.layers.{i}.mlp.down_proj.bias"
+        state[key] = state[key] + b.to(state[key].dtype)
+    new.load_state_dict(state)
+    if new_cfg.tie_word_embeddings:
+        new.tie_weights()
+    new.generation_config = src.generation_config
+    return new.eval()

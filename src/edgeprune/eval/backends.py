@@ -238,7 +238,11 @@ class TorchBackend(_PrefixCacheBackend):
         return logits, out.past_key_values
 
     def _select(self, past, rows):
-        past.batch_select_indices(rows)
+        # Per layer, not DynamicCache.batch_select_indices: that skips layers whose cache holds no
+        # elements, and a per-layer model's attention-free layers hold (batch, 0, seq, head_dim).
+        for layer in past.layers:
+            if getattr(layer, "is_initialized", True):
+                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
         return past
 
     def describe(self) -> dict:

@@ -30,6 +30,12 @@ class PerplexityConfig:
     keep_partial: bool = False  # False: drop the last partial window (GPTQ/SparseGPT/Wanda convention)
     data_dir: str | None = None  # where named corpora live (default: ../shared/data, $EDGEPRUNE_DATA)
 
+    def check_data(self) -> Path:
+        """The corpus file, read once to prove it is usable (before any model is loaded)."""
+        path = corpus_path(self.data, self.data_dir)
+        read_text(path)
+        return path
+
     def __post_init__(self):
         if not isinstance(self.seq_len, int) or self.seq_len < 2:
             raise EdgepruneError(f"seq_len must be an integer >= 2, got {self.seq_len!r}")
@@ -65,14 +71,14 @@ class PerplexityReport:
 
 def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = True) -> PerplexityReport:
     """Perplexity of ``backend`` on ``config.data`` (see the module docstring for the definition)."""
+    path = corpus_path(config.data, config.data_dir)
+    text = read_text(path)
     max_len = backend.max_length
     if max_len is not None and config.seq_len > max_len:
         raise EdgepruneError(
             f"a window of {config.seq_len} tokens is longer than the model's context ({max_len}): "
             f"pass --seq-len {max_len} or less"
         )
-    path = corpus_path(config.data, config.data_dir)
-    text = read_text(path)
     t0 = time.perf_counter()
     ids = backend.tokenizer.encode(text)
     tokenize_s = time.perf_counter() - t0

@@ -345,7 +345,8 @@ SOURCES = ("local", "hub")
 def get_task(name: str) -> TaskSpec:
     if name in TASKS:
         return TASKS[name]
-    close = difflib.get_close_matches(name, list(TASKS), n=3, cutoff=0.4)
+    low = name.lower()
+    close = difflib.get_close_matches(low, list(TASKS), n=2, cutoff=0.6) or [t for t in TASKS if low and low in t][:3]
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     raise EdgepruneError(f"unknown task {name!r}{hint}: choose from {', '.join(TASKS)}")
 
@@ -376,12 +377,16 @@ def load_records(name: str, *, source: str = "local", data_dir: str | Path | Non
     raise EdgepruneError(f"unknown data source {source!r}: use one of {', '.join(SOURCES)}")
 
 
+def _load_dataset(path: str, config: str | None, split: str):
+    from datasets import load_dataset  # seconds to import: only when the hub is asked for
+
+    return load_dataset(path, config, split=split)
+
+
 def _hub_rows(spec: TaskSpec):
     path, config, split = spec.hub
     try:
-        from datasets import load_dataset
-
-        return load_dataset(path, config, split=split)
+        return _load_dataset(path, config, split)
     except Exception as exc:  # offline, gated, renamed: all end the same way for the user
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise EdgepruneError(

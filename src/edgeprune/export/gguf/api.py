@@ -111,20 +111,19 @@ def _versions(verified: bool) -> dict:
     return out
 
 
-def _general_kvs(model, source_gguf: Path | None) -> tuple[vocab.KV, ...]:
+def _general_kvs(model, source_fields: list[vocab.KV]) -> tuple[vocab.KV, ...]:
     from gguf import GGUFValueType
 
-    if source_gguf is not None:
-        kvs = tuple(kv for kv in vocab.gguf_fields(source_gguf, ("general.",)) if kv.key in tables.COPIED_GENERAL_KEYS)
-        if kvs:
-            return kvs
+    kvs = tuple(kv for kv in source_fields if kv.key in tables.COPIED_GENERAL_KEYS)
+    if kvs:
+        return kvs
     name = Path(str(getattr(model.config, "_name_or_path", "") or "edgeprune-model")).name or "edgeprune-model"
     return (vocab.KV("general.name", name, GGUFValueType.STRING),)
 
 
-def _tokenizer_kvs(tokenizer, source_gguf: Path | None, spec: GGUFModelSpec) -> vocab.TokenizerKVs:
+def _tokenizer_kvs(tokenizer, source_gguf: Path | None, source_fields: list[vocab.KV], spec: GGUFModelSpec) -> vocab.TokenizerKVs:
     if source_gguf is not None:
-        tok = vocab.from_gguf(source_gguf)
+        tok = vocab.from_fields(source_fields, source_gguf)
     elif tokenizer is not None:
         tok = vocab.from_hf(tokenizer, spec.vocab_size, spec.arch)
     else:
@@ -159,6 +158,20 @@ def _notes(spec: GGUFModelSpec, qtype: tables.QType) -> list[str]:
     return notes
 
 
+def preflight(out_path, *, qtype: str, overwrite: bool, verify: bool = True, llama_quantize=None, option: str = "overwrite=True"):
+    """Checks that need no model: type, output path, K-quant binary. Returns (config, output, binary).
+
+    The CLI runs this before loading the model, so a typo fails in milliseconds, not seconds.
+    """
+    from edgeprune.export.gguf import kquant
+
+    cfg = GGUFExportConfig(qtype=qtype, verify=verify, llama_quantize=str(llama_quantize) if llama_quantize else None)
+    out = check_writable(out_path, overwrite=overwrite, option=option)
+    qt = tables.QTYPES[cfg.qtype]
+    binary = kquant.find_llama_quantize(cfg.llama_quantize, cfg.qtype, PURE_TYPES) if qt.route == "llama-quantize" else None
+    return cfg, out, binary
+
+
 def export_gguf(
     model,
     tokenizer,
@@ -182,18 +195,19 @@ def export_gguf(
     is also written beside the file as ``<name>.report.json``.
     """
     from edgeprune.export.gguf import kquant, writer
-    from edgeprune.export.gguf.verify import default_threads, verify_gguf
+    from edgeprune.export.gguf.llamacpp import default_threads
+    from edgeprune.export.gguf.verify import verify_gguf
 
-    cfg = GGUFExportConfig(qtype=qtype, verify=verify, llama_quantize=str(llama_quantize) if llama_quantize else None)
+    cfg, out, binary = preflight(out_path, qtype=qtype, overwrite=overwrite, verify=verify, llama_quantize=llama_quantize)
     qt = tables.QTYPES[cfg.qtype]
-    out = check_writable(out_path, overwrite=overwrite)
-    binary = kquant.find_llama_quantize(cfg.llama_quantize, cfg.qtype, PURE_TYPES) if qt.route == "llama-quantize" else None
     source = Path(source_gguf) if source_gguf is not None else None
     if source is not None and not source.is_file():
         raise EdgepruneError(f"source GGUF {source} does not exist: pass the .gguf file the model was loaded from")
     spec = model_spec(model)
-    tok = _tokenizer_kvs(tokenizer, source, spec)
-    general = _general_kvs(model, source)
+    # one read of the source file: GGUFReader takes seconds on a 50k-token vocabulary
+    source_fields = vocab.gguf_fields(source, ("tokenizer.", "general.")) if source is not None else []
+    tok = _tokenizer_kvs(tokenizer, source, source_fields, spec)
+    general = _general_kvs(model, source_fields)
     threads = default_threads()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -214,7 +228,10 @@ def export_gguf(
         result = None
         if cfg.verify:
             t1 = time.perf_counter()
-            result = verify_gguf(tmp, model, tokenizer, spec, written.tensors, tok.kvs, qt, check_types=binary is None, n_threads=threads)
+            result = verify_gguf(
+                tmp, model, tokenizer, spec, written.tensors, tok.kvs, qt,
+                prefix_caveat=tok.prefix_caveat, check_types=binary is None, n_threads=threads,
+            )  # fmt: skip
             timings["verify_s"] = time.perf_counter() - t1
             if not result.passed:
                 raise EdgepruneError(f"GGUF verification failed, nothing written: {result.summary()}")
@@ -232,11 +249,11 @@ def export_gguf(
             tied_embeddings=spec.tied,
             tokenizer=tok.source,
             n_tensors=len(written.tensors),
-            tensor_types=_file_type_counts(tmp),
+            tensor_types=result.tensor_types if result else (written.type_counts() if binary is None else _file_type_counts(tmp)),
             fallbacks=fallbacks,
             route=route,
             verify=result.to_dict() if result is not None else None,
-            notes=_notes(spec, qt),
+            notes=_notes(spec, qt) + ([f"tokenization differs from transformers on {tok.caveat}"] if tok.caveat else []),
             timings=timings,
             versions=_versions(result is not None),
         )

@@ -34,15 +34,26 @@ def find_llama_quantize(explicit: str | os.PathLike | None, qtype: str, pure_typ
     return Path(found)
 
 
-# One chunk of llama-quantize's log per tensor starts "[  12/ 272]   blk.0.ffn_down.weight - [...]";
-# a fallback inside it reads "... required for q4_K - using fallback quantization q5_0".
+# llama.cpp as vendored in llama-cpp-python 0.3.36 logs one line per fallback before quantizing:
+# "warning: blk.0.ffn_down.weight - ncols 1536 not divisible by 256 (required for type q4_K) -> falling back to q5_0"
+_FALLBACK_LINE = re.compile(
+    r"(\S+)\s+-\s+ncols\s+(\d+)\s+not divisible by\s+(\d+)\s+\(required for type\s+(\w+)\)\s*->\s*falling back to\s+(\w+)"
+)
+# Older builds log inside each tensor's line, "[  12/ 272]   blk.0.ffn_down.weight - [...] ... required for
+# q4_K - using fallback quantization q5_0".
 _TENSOR_LINE = re.compile(r"\[\s*\d+\s*/\s*\d+\s*\]\s+(\S+)\s+-\s")
 _FALLBACK = re.compile(r"required for (\w+)\s*-\s*using fallback quantization (\w+)")
 
 
 def parse_fallbacks(log: str) -> list[dict]:
     """Tensors llama-quantize gave a fallback type, from its log (pure text parsing)."""
-    out = []
+    out = [
+        {"tensor": m.group(1), "wanted": m.group(4).upper(), "used": m.group(5).upper(),
+         "reason": f"row length {m.group(2)} is not a multiple of {m.group(3)}"}
+        for m in _FALLBACK_LINE.finditer(log)
+    ]  # fmt: skip
+    if out:
+        return out
     starts = list(_TENSOR_LINE.finditer(log))
     for i, m in enumerate(starts):
         chunk = log[m.end() : starts[i + 1].start() if i + 1 < len(starts) else len(log)]

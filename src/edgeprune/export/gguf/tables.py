@@ -188,7 +188,7 @@ _QWEN2_REGEX = (
 )
 _BYTES_ONLY = "ByteLevel(add_prefix_space=False,use_regex=False)"
 PRE_TOKENIZERS: dict[str, str] = {
-    _GPT2_SPLIT: "gpt2",
+    _GPT2_SPLIT: "gpt-2",
     f"Sequence[Digits(individual_digits=True),{_GPT2_SPLIT}]": "smollm",
     f"Sequence[Split(regex={_LLAMA3_REGEX},behavior=Isolated,invert=False),{_BYTES_ONLY}]": "llama-bpe",
     f"Sequence[Split(regex={_QWEN2_REGEX},behavior=Isolated,invert=False),{_BYTES_ONLY}]": "qwen2",

@@ -5,19 +5,18 @@ Checks, in order:
    meant, and every tensor with the planned shape (and type, for files edgeprune quantized);
 2. weights: every tensor is dequantized from the file and compared with the model's weight (the
    quantization error, per type); the dequantized tensors make a "file model" in torch;
-3. logits: llama.cpp (llama-cpp-python) runs the file on a few prompts; its next-token logits
+3. logits: llama.cpp (llama-cpp-python, in a child process) runs the file on a few prompts; its next-token logits
    must match the file model within the type's tolerance (this tests the layout: permutation,
    widths, norms, RoPE), and are also compared with the original model (the quantization cost);
 4. tokenization: llama.cpp and the Hugging Face tokenizer must give identical ids on sample lines.
-llama_cpp is imported here only, when a check runs.
+llama_cpp is never imported in this process (see llamacpp.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.gguf import tables
 from edgeprune.export.gguf.layout import unpermute_qk
+from edgeprune.export.gguf.llamacpp import default_threads, run_in_child
 from edgeprune.export.gguf.spec import GGUFModelSpec
 from edgeprune.export.gguf.vocab import KV
 from edgeprune.export.gguf.writer import PlannedTensor
@@ -50,6 +50,15 @@ def compare_logits(reference: list[np.ndarray], got: list[np.ndarray]) -> LogitC
     n = sum(len(r) for r in reference)
     worst = max(diffs)
     return LogitComparison(worst, scale, worst / max(scale, 1e-12), agree / n, n)
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _same(a, b) -> bool:
@@ -139,79 +148,59 @@ def file_model(model, weights: dict[str, np.ndarray]):
 # -- 3 and 4: llama.cpp ------------------------------------------------------------------------------
 
 
-def default_threads() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
 @contextlib.contextmanager
-def llama_model(path: Path, *, n_ctx: int = 512, logits_all: bool = True, vocab_only: bool = False, n_threads: int | None = None):
-    """Open a GGUF in llama-cpp-python; a load failure becomes one line with llama.cpp's reason."""
-    import llama_cpp
-    from llama_cpp import _logger
-
-    errors: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def collect(level, text, user_data):  # WARN (2) and ERROR (3) lines say why a load failed
-        if level in (2, 3):
-            errors.append(text.decode("utf-8", errors="replace").strip())
-
-    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
-    try:
-        llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, vocab_only=vocab_only,
-            n_threads=n_threads or default_threads(), n_threads_batch=n_threads or default_threads(), verbose=False,
-        )  # fmt: skip
-    except (ValueError, RuntimeError) as exc:
-        reason = next((e for e in reversed(errors) if e and "failed to load model" not in e), str(exc))
-        raise EdgepruneError(f"llama.cpp cannot load {Path(path).name}: {reason[:200]}") from None
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-    try:
-        yield llm
-    finally:
-        llm.close()
-
-
-def llama_logits(llm, ids: list[int]) -> np.ndarray:
-    """llama.cpp's logits ``(len(ids), vocab)`` for one sequence, from an empty cache."""
-    llm.reset()
-    llm.eval(ids)
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)
-
-
-def torch_logits(model, ids: list[int]) -> np.ndarray:
+def torch_threads(n: int):
+    """Run torch with ``n`` intra-op threads, restoring the caller's setting afterwards."""
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_logits(model, prompts: list[list[int]]) -> list[np.ndarray]:
+    """Torch logits ``(len(ids), vocab)`` per prompt, all prompts in one batch.
+
+    Prompts are right-padded: under a causal mask no real token attends to the padding after it,
+    so the logits of real positions are those of the unpadded prompt.
+    """
+    import torch
+
+    width = max(len(p) for p in prompts)
+    batch = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts])
     with torch.no_grad():
-        out = model(torch.tensor([ids]), use_cache=False)
-    return out.logits[0].float().numpy()
+        logits = model(batch, use_cache=False).logits.float().numpy()
+    return [logits[i, : len(p)] for i, p in enumerate(prompts)]
 
 
-def compare_tokenization(llm, tokenizer, lines) -> dict:
-    """Token ids from llama.cpp vs the HF tokenizer: without specials per line, plus with BOS/EOS."""
+def compare_tokenization(tokenizer, lines: list[str], tokens: list[list[int]], tokens_with_specials: list[int] | None) -> dict:
+    """llama.cpp's token ids (given) vs the HF tokenizer's: per line without BOS/EOS, then the first
+    line with each side adding its special tokens."""
     identical, mismatch = 0, None
-    for i, line in enumerate(lines):
+    for i, (line, cpp) in enumerate(zip(lines, tokens)):
         hf = tokenizer.encode(line, add_special_tokens=False)
-        cpp = llm.tokenize(line.encode("utf-8"), add_bos=False, special=True)
         if list(hf) == list(cpp):
             identical += 1
         elif mismatch is None:
             mismatch = f"line {i} {line[:40]!r}: transformers {list(hf)[:8]} vs llama.cpp {list(cpp)[:8]}"
     with_specials = None
-    if lines:
+    if lines and tokens_with_specials is not None:
         hf = tokenizer.encode(lines[0])
-        cpp = llm.tokenize(lines[0].encode("utf-8"), add_bos=True, special=True)
-        with_specials = list(hf) == list(cpp)
+        with_specials = list(hf) == list(tokens_with_specials)
         if not with_specials and mismatch is None:
-            mismatch = f"with special tokens: transformers {list(hf)[:6]} vs llama.cpp {list(cpp)[:6]}"
+            mismatch = f"with special tokens: transformers {list(hf)[:6]} vs llama.cpp {list(tokens_with_specials)[:6]}"
     return {"lines": len(lines), "identical": identical, "with_special_tokens": with_specials, "first_mismatch": mismatch}
 
 
-def sample_lines(tokenizer) -> list[str]:
-    lines = list(tables.SAMPLE_LINES)
+def sample_lines(tokenizer, *, prefix_caveat: bool = False) -> list[str]:
+    """Lines to compare tokenizations on; ``prefix_caveat`` drops those the SentencePiece space-prefix
+    difference concerns (see vocab.TokenizerKVs.caveat)."""
+    lines = [ln for ln in tables.SAMPLE_LINES if not (prefix_caveat and ln[:1].isspace())]
     specials = [t for t in (tokenizer.bos_token, tokenizer.eos_token) if t]
-    if specials:  # special tokens inside text must be recognised by both
+    if specials and not prefix_caveat:  # special tokens inside text must be recognised by both
         lines.append(f"{specials[0]}Hello there{specials[-1]} again")
     return lines
 
@@ -236,6 +225,7 @@ class GGUFVerifyResult:
     weight_rel_rms_error: dict = field(default_factory=dict)  # per GGML type, worst tensor
     tokenization: dict | None = None
     runtime: dict = field(default_factory=dict)
+    tensor_types: dict = field(default_factory=dict)  # GGML type -> tensor count, as read back
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -256,32 +246,34 @@ def verify_gguf(
     tokenizer_kvs: tuple[KV, ...],
     qtype: tables.QType,
     *,
+    prefix_caveat: bool = False,
     check_types: bool = True,
     n_threads: int | None = None,
 ) -> GGUFVerifyResult:
-    import llama_cpp
-
     from edgeprune.models.files import open_gguf
 
     tol = {"rtol": qtype.rtol, "min_top1": qtype.min_top1}
-    reader = open_gguf(Path(path))
+    reader = open_gguf(Path(path))  # slow for big vocabularies (one numpy view per string): open once
+    types = dict(Counter(t.tensor_type.name for t in reader.tensors))
     problems = check_metadata(reader, spec, tensors, tokenizer_kvs, check_types=check_types)
     if problems:
-        return GGUFVerifyResult(False, problems, tol)
+        return GGUFVerifyResult(False, problems, tol, tensor_types=types)
     weights = file_weights(reader, tensors)
     errors = weight_errors(model, weights, tensors)
     reference = file_model(model, weights)
     del reader, weights
 
     prompts = verify_prompts(tokenizer, spec.vocab_size)
+    lines = sample_lines(tokenizer, prefix_caveat=prefix_caveat) if tokenizer is not None else []
     n_ctx = max(64, max(len(p) for p in prompts) + 8)
     threads = n_threads or default_threads()
-    with llama_model(path, n_ctx=n_ctx, n_threads=threads) as llm:
-        got = [llama_logits(llm, ids) for ids in prompts]
-        tok = compare_tokenization(llm, tokenizer, sample_lines(tokenizer)) if tokenizer is not None else None
-    vs_file = compare_logits([torch_logits(reference, ids) for ids in prompts], got)
-    del reference
-    vs_model = compare_logits([torch_logits(model, ids) for ids in prompts], got)
+    run = run_in_child(Path(path), prompts, lines, n_ctx=n_ctx, n_threads=threads)
+    got = run.logits
+    tok = compare_tokenization(tokenizer, lines, run.tokens, run.tokens_with_specials) if tokenizer is not None else None
+    with torch_threads(threads):
+        vs_file = compare_logits(torch_logits(reference, prompts), got)
+        del reference
+        vs_model = compare_logits(torch_logits(model, prompts), got)
 
     if vs_file.rel_diff > qtype.rtol or vs_file.top1_agreement < qtype.min_top1:
         problems.append(
@@ -291,5 +283,5 @@ def verify_gguf(
         )
     if tok is not None and (tok["identical"] != tok["lines"] or tok["with_special_tokens"] is False):
         problems.append(f"llama.cpp tokenizes differently from transformers: {tok['first_mismatch']}")
-    runtime = {"llama_cpp_python": llama_cpp.__version__, "n_ctx": n_ctx, "n_threads": threads, "kv_cache": "f16 (default)", "n_prompts": len(prompts)}
-    return GGUFVerifyResult(not problems, problems, tol, asdict(vs_file), asdict(vs_model), errors, tok, runtime)
+    runtime = {"llama_cpp_python": _version("llama-cpp-python"), "process": "child", "n_ctx": n_ctx, "n_threads": threads, "kv_cache": "f16 (llama.cpp default)", "torch_threads": threads, "n_prompts": len(prompts)}
+    return GGUFVerifyResult(not problems, problems, tol, asdict(vs_file), asdict(vs_model), errors, tok, runtime, types)

@@ -34,6 +34,9 @@ class TokenizerKVs:
     kvs: tuple[KV, ...]
     source: str  # "source-gguf", "hf:<model>/<pre>" or "none"
     n_tokens: int | None
+    # A known way llama.cpp's tokenizer cannot follow this one; lines it concerns are not compared.
+    caveat: str | None = None
+    prefix_caveat: bool = False
 
 
 # -- 1. copy from a GGUF ----------------------------------------------------------------------------
@@ -70,7 +73,12 @@ def gguf_fields(path: Path, prefixes: tuple[str, ...]) -> list[KV]:
 
 
 def from_gguf(path: Path) -> TokenizerKVs:
-    kvs = gguf_fields(path, ("tokenizer.",))
+    return from_fields(gguf_fields(path, ("tokenizer.",)), path)
+
+
+def from_fields(fields: list[KV], path: Path) -> TokenizerKVs:
+    """The tokenizer keys among fields already read from the GGUF at ``path``."""
+    kvs = [kv for kv in fields if kv.key.startswith("tokenizer.")]
     if not any(kv.key == "tokenizer.ggml.model" for kv in kvs):
         raise EdgepruneError(f"source GGUF {path} has no tokenizer (no tokenizer.ggml.model): pass the Hugging Face tokenizer instead")
     tokens = next((kv.value for kv in kvs if kv.key == "tokenizer.ggml.tokens"), None)
@@ -197,6 +205,11 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
     """Tokenizer keys built from a Hugging Face fast tokenizer (via its saved tokenizer.json)."""
     from gguf import GGUFWriter, SpecialVocab
 
+    if len(tokenizer) > n_vocab:
+        raise EdgepruneError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has {n_vocab} rows: "
+            "llama.cpp needs them equal; pass the tokenizer that belongs to this model"
+        )
     if not getattr(tokenizer, "is_fast", False):
         raise EdgepruneError("only fast (tokenizer.json) Hugging Face tokenizers can be carried into GGUF: load the model with a fast tokenizer, or pass source_gguf=")
     with tempfile.TemporaryDirectory(prefix="edgeprune-tok-") as tmp:
@@ -223,6 +236,7 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
                     "(a GGUF of the base model) to copy its tokenizer, or add a row to PRE_TOKENIZERS"
                 )
             tokens, types = _bpe_tokens(tokenizer, n_vocab)
+            _require_bytes(tokens, _byte_level_chars(), "byte-level BPE")
             w.add_tokenizer_pre(pre)
             w.add_token_list(tokens)
             w.add_token_types(types)
@@ -232,6 +246,7 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
         else:
             pre = "default"
             tokens, scores, types = _spm_tokens(tokenizer, tj, n_vocab)
+            _require_bytes(tokens, [f"<0x{b:02X}>" for b in range(256)], "byte-fallback")
             w.add_tokenizer_pre(pre)
             w.add_token_list(tokens)
             w.add_token_scores(scores)
@@ -245,7 +260,38 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
         # SentencePiece-style vocabularies prefix a space unless the tokenizer says otherwise
         w.add_add_space_prefix(_adds_space_prefix(tj))
     kvs = tuple(KV(k, v.value, v.type, v.sub_type) for k, v in w.kv_data[0].items() if k.startswith("tokenizer."))
-    return TokenizerKVs(kvs, f"hf:{kind}/{pre}", len(tokens))
+    caveat = None
+    if kind == "llama" and _prepends_first_only(tj):
+        caveat = (
+            "text that starts with a space or follows a special token: llama.cpp adds the SentencePiece space "
+            "prefix there, transformers' Metaspace(prepend_scheme='first') adds it only at the very start of "
+            "text that does not already begin with a space"
+        )
+    return TokenizerKVs(kvs, f"hf:{kind}/{pre}", len(tokens), caveat, caveat is not None)
+
+
+def _prepends_first_only(tj: dict) -> bool:
+    pre = tj.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    return any(p.get("type") == "Metaspace" and p.get("prepend_scheme") == "first" for p in parts)
+
+
+def _byte_level_chars() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def _require_bytes(tokens: list[str], needed: list[str], kind: str) -> None:
+    # llama.cpp looks byte tokens up unchecked (e.g. the newline for its linefeed id) and aborts the
+    # whole process when one is missing, so refuse such a vocabulary here.
+    have = set(tokens)
+    missing = [t for t in needed if t not in have]
+    if missing:
+        raise EdgepruneError(
+            f"the {kind} vocabulary lacks {len(missing)} of its 256 byte tokens (e.g. {missing[0]!r}): llama.cpp "
+            "needs all of them; retrain the tokenizer with the full byte alphabet or pass source_gguf="
+        )
 
 
 def _adds_space_prefix(tj: dict) -> bool:

@@ -132,7 +132,10 @@ def _base_name(name: str, suffix: str) -> str:
 
 
 def sparsity_summary(fp32_model, quantized_model=None) -> dict | None:
-    """``{"weights": n 2:4 weights, "kept": n still 2:4 after quantization}``; None if no 2:4 weight."""
+    """``{"weights": n 2:4 weights, "kept": n still 2:4 after quantization}``; None if no 2:4 weight.
+
+    ``quantized_model`` None: no quantization (float32 keeps every zero), so all are kept.
+    """
     names = two_four_weights(fp32_model)
     if not names:
         return None

@@ -1,0 +1,304 @@
+"""Structured pruning bench: Adapt-Pruner against its baselines on SmolLM2-135M.
+
+    python bench/structured.py                      # untrained rows: dense + 4 methods x 3 targets
+    python bench/structured.py --train-only         # Adapt-Pruner with recovery training (long)
+    python bench/structured.py --tiny               # the whole pipeline on a tiny random model, in minutes
+
+Rows: ``method`` (magnitude-uniform, taylor-uniform, flap, adapt; ``dense`` for the reference),
+``target`` (fraction of decoder-block parameters removed: embeddings excluded), ``train_tokens``
+(0 when untrained), ``ppl`` / ``dense_ppl`` / ``ppl_ratio`` (WikiText-2 test, windows of 1024
+tokens, the first ``--ppl-windows`` windows of the tokenised test stream), ``acc_avg`` (zero-shot
+accuracy averaged over the seven tasks, ``--zs-limit`` docs per task, lm-eval's seed), ``params``
+(all parameters), ``block_params``, ``wall_s`` (calibration + pruning + training), ``peak_rss_mb``
+(the whole row process, evaluation included) and ``prune_peak_rss_mb`` (at the end of pruning:
+model, calibration, importance; evaluation not yet run).
+
+Every row runs in its own process (so peak RSS is per row) with ``--threads`` torch threads;
+results merge into ``bench/results/structured.json`` (rows already there are kept and skipped
+unless ``--fresh``), with a markdown table and a plot of per-layer kept widths beside it.
+Calibration is data-free: text the dense model samples itself (seeded, cached), never WikiText-2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+METHODS = ("magnitude-uniform", "taylor-uniform", "flap", "adapt")
+TARGETS = (0.2, 0.35, 0.5)
+COLUMNS = ("method", "target", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "params", "block_params",
+           "removed_fraction", "wall_s", "peak_rss_mb", "prune_peak_rss_mb")  # fmt: skip
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--targets", default=",".join(map(str, TARGETS)))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--train-only", action="store_true", help="only the Adapt-Pruner rows with recovery training")
+    p.add_argument("--train-targets", default="0.25", help="targets of the trained rows (the figure is at 0.25)")
+    p.add_argument("--train-tokens", type=int, default=65536, help="recovery budget (tokens, all stages)")
+    p.add_argument("--train-stages", type=int, default=5, help="prune-then-train stages (~5%% of parameters each)")
+    p.add_argument("--train-pool", type=int, default=256, help="self-generated training windows (repeated if fewer than the budget)")
+    p.add_argument("--calib", default="self", help="calibration source (self, shakespeare, wikitext2-valid or a file)")
+    p.add_argument("--calib-pool", type=int, default=64, help="calibration windows in the pool")
+    p.add_argument("--calib-windows", type=int, default=16, help="windows per calibration pass / mini-step")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--ppl-windows", type=int, default=8, help="WikiText-2 test windows of 1024 tokens (first N)")
+    p.add_argument("--zs-limit", type=int, default=10, help="docs per zero-shot task (0: skip zero-shot)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(RESULTS / "structured.json"))
+    p.add_argument("--fresh", action="store_true", help="recompute rows already in the JSON")
+    p.add_argument("--tiny", action="store_true", help="a tiny random model and tiny settings: check the pipeline")
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row, print JSON
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.out = str(Path(args.out).with_name("structured_tiny.json"))
+    return args
+
+
+# -- one row (in its own process) ------------------------------------------------------------------------
+
+
+def _tiny_model(tmp: Path):
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny import save_tiny, tiny_llama
+
+    path = tmp / "tiny-model"
+    if not path.exists():
+        save_tiny(tiny_llama(num_hidden_layers=6, intermediate_size=256, max_position_embeddings=4096), path)
+    return str(path)
+
+
+def run_row(spec: dict, args) -> dict:
+    import torch
+
+    from edgeprune.compress import StructuredPrune, TrainConfig, compress
+    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.compress.structured import param_counts, peak_rss_mb
+    from edgeprune.compress.threads import torch_threads
+    from edgeprune.eval import Evaluator, PerplexityConfig, ZeroShotConfig
+    from edgeprune.models import load, to_per_layer
+
+    row = dict(spec)
+    with torch_threads(args.threads):
+        source = _tiny_model(RESULTS / ".tiny") if args.tiny else args.model
+        loaded = load(source)
+        model, tok = to_per_layer(loaded.model), loaded.tokenizer
+        del loaded
+        t0 = time.perf_counter()
+        if spec["method"] != "dense":
+            calib = calibration_windows(tok, args.calib, n_windows=args.calib_pool, seq_len=args.seq_len, seed=0,
+                                        model=model, progress=False)  # fmt: skip
+            train = None
+            train_data = None
+            if spec["train_tokens"]:
+                train = TrainConfig(tokens=spec["train_tokens"], batch_size=4, lr=1e-4, kd_alpha=1.0, kd_temperature=1.0)
+                train_data = calibration_windows(tok, "self", n_windows=args.train_pool, seq_len=args.seq_len, seed=1,
+                                                 model=model, progress=False)  # fmt: skip
+                row["train_data"] = train_data.describe()
+            gen_s = time.perf_counter() - t0
+            step = StructuredPrune(target=spec["target"], method=spec["method"], align=16 if args.tiny else 32,
+                                   calib_windows=args.calib_windows, stages=spec.get("stages", 1), train=train)  # fmt: skip
+            t0 = time.perf_counter()
+            model, rep = compress(model, step, calib, train_data=train_data, progress=False)
+            row.update(
+                wall_s=time.perf_counter() - t0, data_gen_s=gen_s, prune_peak_rss_mb=peak_rss_mb(),
+                removed_fraction=rep.removed_fraction, kv_heads=rep.widths_after["kv_heads"],
+                intermediate=rep.widths_after["intermediate"], layer_importance=rep.layer_importance,
+                mini_steps=len(rep.mini_steps), calibration=rep.calibration, step=step.to_dict(),
+                train=[{k: t[k] for k in ("stage", "steps", "tokens", "first_loss", "last_loss", "wall_s")} for t in rep.train],
+            )  # fmt: skip
+        else:
+            row.update(wall_s=0.0, removed_fraction=0.0, kv_heads=model.config.kv_heads_per_layer(),
+                       intermediate=model.config.intermediate_per_layer())  # fmt: skip
+        block, total, nbytes = param_counts(model)
+        row.update(params=total, block_params=block, bytes=nbytes)
+        t0 = time.perf_counter()
+        ev = Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False)
+        seq = 1024 if not args.tiny else 256
+        ppl = ev.perplexity(PerplexityConfig(seq_len=seq, limit_tokens=args.ppl_windows * seq))
+        row.update(ppl=ppl.ppl, ppl_tokens=ppl.tokens, ppl_seq_len=seq)
+        if args.zs_limit:
+            results = ev.zeroshot(ZeroShotConfig(limit=args.zs_limit))
+            row["acc"] = {r.task: r.acc for r in results}
+            row["acc_avg"] = sum(r.acc for r in results) / len(results)
+            row["zs_limit"] = args.zs_limit
+        row["eval_s"] = time.perf_counter() - t0
+        row["peak_rss_mb"] = peak_rss_mb()
+        row["threads"] = torch.get_num_threads()
+    return row
+
+
+# -- driver ---------------------------------------------------------------------------------------------------
+
+
+def plan(args) -> list[dict]:
+    rows = [] if args.train_only else [{"method": "dense", "target": 0.0, "train_tokens": 0}]
+    if not args.train_only:
+        for target in map(float, args.targets.split(",")):
+            for method in args.methods.split(","):
+                rows.append({"method": method, "target": target, "train_tokens": 0})
+    if args.train_only:
+        for target in map(float, args.train_targets.split(",")):
+            rows.append({"method": "adapt", "target": target, "train_tokens": args.train_tokens, "stages": args.train_stages})
+    return rows
+
+
+def _key(r: dict) -> tuple:
+    return (r["method"], round(float(r["target"]), 4), int(r.get("train_tokens") or 0))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _document(rows: list[dict], args) -> dict:
+    extra = {
+        "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
+        "settings": {
+            "target_counts": "decoder-block parameters (attention, MLP, their norms); embeddings excluded",
+            "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, first {args.ppl_windows} windows",
+            "zeroshot": f"7 tasks, limit {args.zs_limit} docs per task (seed 1234)",
+            "calibration": f"{args.calib}: pool {args.calib_pool} x {args.seq_len} tokens, {args.calib_windows} "
+            "windows per pass / mini-step",
+            "threads": args.threads,
+        },
+    }  # fmt: skip
+    try:
+        from edgeprune.benchutil import bench_document
+
+        return bench_document("structured", rows, **extra)
+    except Exception:  # benchutil is new; fall back to the same shape
+        import platform
+
+        return {"bench": "structured", "command": " ".join(sys.argv), "machine": {"platform": platform.platform(),
+                "cores": os.cpu_count()}, "versions": {"python": platform.python_version()}, **extra, "rows": rows}  # fmt: skip
+
+
+def merge_row(path: Path, row: dict, args) -> dict:
+    with _locked(path):
+        doc = _read(path)
+        rows = [r for r in doc.get("rows", []) if _key(r) != _key(row)] + [row]
+        dense = next((r for r in rows if r["method"] == "dense"), None)
+        for r in rows:
+            if dense is not None and r.get("ppl") is not None:
+                r["dense_ppl"] = dense["ppl"]
+                r["ppl_ratio"] = r["ppl"] / dense["ppl"]
+        order = {m: i for i, m in enumerate(("dense",) + METHODS)}
+        rows.sort(key=lambda r: (r["target"], int(r.get("train_tokens") or 0), order.get(r["method"], 99)))
+        doc = _document(rows, args)
+        _write(path, doc)
+    return doc
+
+
+def _write(path: Path, doc: dict) -> None:
+    text = json.dumps(doc, indent=2) + "\n"
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    path.with_suffix(".md").write_text(markdown(doc))
+    try:
+        plot(doc, path.with_name(path.stem + "_widths.png"))
+    except Exception as exc:  # a plot failure must not lose the numbers
+        print(f"plot failed: {exc}", file=sys.stderr)
+
+
+def markdown(doc: dict) -> str:
+    def cell(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    s = doc.get("settings", {})
+    lines = [f"# structured pruning bench: {doc.get('model')}", ""]
+    lines += [f"- {k}: {v}" for k, v in s.items()]
+    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in doc["rows"]:
+        lines.append("| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in doc["rows"] if r["method"] != "dense"]
+    dense = next((r for r in doc["rows"] if r["method"] == "dense"), None)
+    targets = sorted({r["target"] for r in rows})
+    if not targets:
+        return
+    fig, axes = plt.subplots(2, len(targets), figsize=(5 * len(targets), 7), squeeze=False, sharey="row")
+    for j, t in enumerate(targets):
+        for r in [r for r in rows if r["target"] == t]:
+            label = r["method"] + (f" +train {r['train_tokens'] // 1000}k tok" if r.get("train_tokens") else "")
+            ff0 = dense["intermediate"] if dense else [max(r["intermediate"])] * len(r["intermediate"])
+            kv0 = dense["kv_heads"] if dense else [max(r["kv_heads"])] * len(r["kv_heads"])
+            axes[0][j].plot([f / f0 for f, f0 in zip(r["intermediate"], ff0)], marker=".", label=label)
+            axes[1][j].plot([k / k0 for k, k0 in zip(r["kv_heads"], kv0)], marker=".", label=label)
+        axes[0][j].set_title(f"{t:.0%} of block parameters removed")
+        axes[1][j].set_xlabel("layer")
+    axes[0][0].set_ylabel("MLP width kept (fraction)")
+    axes[1][0].set_ylabel("KV groups kept (fraction)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"Per-layer kept width: {doc.get('model')}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.row:
+        print("ROW " + json.dumps(run_row(json.loads(args.row), args)), flush=True)
+        return 0
+    out = Path(args.out)
+    done = {_key(r) for r in _read(out).get("rows", [])} if not args.fresh else set()
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    for spec in plan(args):
+        if _key(spec) in done:
+            print(f"skip {spec} (already in {out})", flush=True)
+            continue
+        print(f"run {spec}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, *passthrough, "--row", json.dumps(spec)], capture_output=True,
+                              text=True)  # fmt: skip
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
+        if proc.returncode != 0 or line is None:
+            print(f"FAILED {spec} (exit {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
+            continue
+        row = json.loads(line[4:])
+        doc = merge_row(out, row, args)
+        r = next(x for x in doc["rows"] if _key(x) == _key(row))
+        print(f"  done in {time.perf_counter() - t0:.0f}s: ppl {r['ppl']:.3f} (x{r.get('ppl_ratio', float('nan')):.3f}) "
+              f"acc_avg {r.get('acc_avg')} removed {r['removed_fraction']:.3f} prune_rss {r.get('prune_peak_rss_mb')}",
+              flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``edgeprune export gguf --model M --type q8_0 --out model.gguf``: write and verify a GGUF file."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    from edgeprune.export.gguf.tables import QTYPES
+
+    p = sub.add_parser(
+        "gguf",
+        help="write a GGUF file for llama.cpp, then load it in llama.cpp and compare with torch",
+        description="Uniform models are written as llama (or qwen2), per-layer widths as deci. "
+        "The file is verified (metadata, weights, llama.cpp logits, tokenization) before it appears; "
+        "a report is written beside it as NAME.report.json.",
+    )
+    p.add_argument("--model", default=None, help="HF directory, .gguf file or built-in name (default: smollm2-135m)")
+    p.add_argument("--type", dest="qtype", default="f16", metavar="TYPE", help=f"one of {', '.join(QTYPES)} (default f16)")
+    p.add_argument("--out", required=True, help="the .gguf file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back and llama.cpp checks")
+    p.add_argument("--llama-quantize", metavar="PATH", default=None, help="llama.cpp's llama-quantize binary, for K-quants")
+    p.add_argument("--json", action="store_true", help="print the export report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from edgeprune.export.gguf.api import export_gguf, preflight
+    from edgeprune.models import load
+
+    # Settle the cheap questions before spending seconds loading the model.
+    preflight(args.out, qtype=args.qtype, overwrite=args.overwrite, verify=args.verify, llama_quantize=args.llama_quantize, option="--overwrite")
+    loaded = load(args.model)
+    source = loaded.path if loaded.kind in ("builtin", "gguf") else None  # copy its tokenizer verbatim
+    report = export_gguf(
+        loaded.model, loaded.tokenizer, args.out, qtype=args.qtype, source_gguf=source,
+        verify=args.verify, overwrite=args.overwrite, llama_quantize=args.llama_quantize,
+    )  # fmt: skip
+    if args.json:
+        print(report.to_json(), end="")
+        return 0
+    types = ", ".join(f"{k} {v}" for k, v in sorted(report.tensor_types.items(), key=lambda kv: -kv[1]))
+    print(f"wrote {report.path}: {report.arch}, {report.qtype}, {report.bytes / 1e6:.1f} MB, {report.n_tensors} tensors ({types})")
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.fallbacks:
+        names = ", ".join(f["tensor"] for f in report.fallbacks[:4]) + (" ..." if len(report.fallbacks) > 4 else "")
+        print(f"fallbacks: {len(report.fallbacks)} tensor(s) kept a wider type ({names})")
+    v = report.verify
+    if v:
+        lm, tok = v["logits_vs_model"], v["tokenization"]
+        line = f"verified in llama.cpp: max |dlogit| {lm['max_abs_diff']:.3g} vs torch, top-1 agreement {lm['top1_agreement']:.0%}"
+        if tok:
+            line += f", tokenization identical on {tok['identical']}/{tok['lines']} lines"
+        print(line)
+    else:
+        print("not verified (--no-verify)")
+    print(f"report: {report.report_path}")
+    return 0
+

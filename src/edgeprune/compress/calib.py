@@ -1,0 +1,193 @@
+"""Calibration and training text as token windows: from a file, a named corpus, or the model itself.
+
+Sources (``source`` argument):
+- ``"self"``: data-free text sampled from the model itself (LLM-QAT's recipe: a random first token,
+  the next few greedy, then sampling at temperature 1), seeded with a ``torch.Generator`` and
+  cached under ``<cache>/calib`` so every run sees the same windows;
+- ``"shakespeare"``: ``calib/tiny_shakespeare.txt`` of the shared data directory;
+- ``"wikitext2-valid"``: the WikiText-2 *validation* file;
+- any other string: a UTF-8 text file path.
+
+The WikiText-2 *test* file is the evaluation set and is refused, by name, path and content hash.
+Files are tokenised once without special tokens, cut into non-overlapping windows of ``seq_len``,
+and ``n_windows`` of them are drawn with a seeded permutation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edgeprune.errors import EdgepruneError
+
+NAMED_SOURCES = {
+    "shakespeare": "calib/tiny_shakespeare.txt",
+    "wikitext2-valid": "wikitext-2-raw/wiki.valid.raw",
+}
+# SHA-256 of wikitext-2-raw/wiki.test.raw (see shared/data/PROVENANCE.md): never calibrate on it.
+EVAL_SET_SHA256 = "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"
+SELF_GEN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TokenWindows:
+    """``ids``: ``(n, seq_len)`` token ids; ``source``: where they came from (for reports)."""
+
+    ids: torch.Tensor
+    source: str
+
+    def __post_init__(self):
+        if self.ids.ndim != 2 or self.ids.dtype != torch.long:
+            raise ValueError(f"ids must be a (n, seq_len) long tensor, got {tuple(self.ids.shape)} {self.ids.dtype}")
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.ids.shape[1]
+
+    @property
+    def tokens(self) -> int:
+        return self.ids.numel()
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` windows drawn without replacement (all of them, shuffled, if ``n >= len``)."""
+        order = torch.randperm(len(self), generator=generator)
+        return self.ids[order[: min(n, len(self))]]
+
+    def describe(self) -> dict:
+        return {"source": self.source, "windows": len(self), "seq_len": self.seq_len, "tokens": self.tokens}
+
+
+def _check_not_eval_set(path: Path, text: str) -> None:
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() == EVAL_SET_SHA256 or path.name == "wiki.test.raw":
+        raise EdgepruneError(
+            f"{path} is the WikiText-2 test file, the evaluation set: calibrate on other text "
+            "(self, shakespeare, wikitext2-valid or a file of your own)"
+        )
+
+
+def text_windows(text: str, tokenizer, *, seq_len: int, n_windows: int, seed: int = 0, source: str = "text") -> TokenWindows:
+    """Non-overlapping ``seq_len`` windows of ``text``; ``n_windows`` drawn with a seeded permutation."""
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    n_full = len(ids) // seq_len
+    if n_full == 0:
+        raise EdgepruneError(
+            f"the calibration text ({source}) has {len(ids)} tokens, fewer than one window of {seq_len}: "
+            "pass more text or a shorter --seq-len"
+        )
+    # (n_full * seq_len,) -> (n_full, seq_len)
+    all_windows = torch.tensor(ids[: n_full * seq_len], dtype=torch.long).view(n_full, seq_len)
+    order = torch.randperm(n_full, generator=torch.Generator().manual_seed(seed))[:n_windows]
+    return TokenWindows(all_windows[order], f"{source} ({n_full} windows available, {len(order)} drawn, seed {seed})")
+
+
+def calibration_windows(tokenizer, source: str = "self", *, n_windows: int = 128, seq_len: int = 128, seed: int = 0,
+                        model=None, data_dir: str | Path | None = None, use_cache: bool = True,
+                        progress: bool = True) -> TokenWindows:  # fmt: skip
+    """Token windows from ``source`` (see the module docstring)."""
+    if not isinstance(n_windows, int) or n_windows < 1:
+        raise EdgepruneError(f"the calibration set is empty (n_windows={n_windows!r}): ask for at least one window")
+    if not isinstance(seq_len, int) or seq_len < 2:
+        raise EdgepruneError(f"seq_len must be an integer >= 2, got {seq_len!r}")
+    if source == "self":
+        if model is None:
+            raise EdgepruneError("source 'self' samples text from the model: pass model=")
+        return self_generated(model, tokenizer, n_windows=n_windows, seq_len=seq_len, seed=seed,
+                              use_cache=use_cache, progress=progress)  # fmt: skip
+    if source in ("wikitext2", "wikitext2-test"):
+        raise EdgepruneError(f"{source!r} is the evaluation set: calibrate on self, shakespeare, wikitext2-valid or a file")
+    from edgeprune.data import read_text, resolve_data_file
+
+    path = resolve_data_file(NAMED_SOURCES[source], data_dir) if source in NAMED_SOURCES else Path(source).expanduser()
+    if not path.is_file():
+        raise EdgepruneError(
+            f"no calibration text {source!r}: pass self, {', '.join(NAMED_SOURCES)} or an existing UTF-8 file"
+        )
+    text = read_text(path)
+    _check_not_eval_set(path, text)
+    return text_windows(text, tokenizer, seq_len=seq_len, n_windows=n_windows, seed=seed, source=str(path))
+
+
+# -- data-free text from the model itself ------------------------------------------------------------
+
+
+def model_fingerprint(model) -> str:
+    """A cheap identity of a model's weights (config + per-tensor sums), for cache keys."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            h.update(f"{name}:{tuple(p.shape)}:{float(p.double().sum()):.10e}:{float(p.double().abs().sum()):.10e}".encode())
+    return h.hexdigest()[:20]
+
+
+@torch.no_grad()
+def sample_sequences(model, *, n: int, seq_len: int, generator: torch.Generator, vocab_ids: torch.Tensor,
+                     greedy_tokens: int = 3, temperature: float = 1.0, batch: int = 32) -> torch.Tensor:  # fmt: skip
+    """``(n, seq_len)`` token ids sampled from ``model`` (KV-cached), every draw from ``generator``.
+
+    The first token is uniform over ``vocab_ids``; the next ``greedy_tokens`` are argmax; the rest
+    are sampled at ``temperature`` (LLM-QAT, arXiv 2305.17888, section 2.1).
+    """
+    from transformers import DynamicCache
+
+    out = []
+    for start in range(0, n, batch):
+        b = min(batch, n - start)
+        ids = vocab_ids[torch.randint(len(vocab_ids), (b, 1), generator=generator)]
+        cache = DynamicCache(config=model.config)
+        step_in = ids
+        for t in range(1, seq_len):
+            logits = model(input_ids=step_in, past_key_values=cache, use_cache=True).logits[:, -1].float()
+            if t <= greedy_tokens:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            ids = torch.cat([ids, nxt], dim=1)
+            step_in = nxt
+        out.append(ids)
+    return torch.cat(out)
+
+
+def self_generated(model, tokenizer, *, n_windows: int, seq_len: int, seed: int = 0, use_cache: bool = True,
+                   progress: bool = True) -> TokenWindows:  # fmt: skip
+    """Windows of text the model samples itself, cached by (weights, size, seed)."""
+    from edgeprune.models.cache import cache_root
+
+    key = f"v{SELF_GEN_VERSION}-{model_fingerprint(model)}-n{n_windows}-L{seq_len}-s{seed}"
+    path = cache_root() / "calib" / f"selfgen-{key}.pt"
+    source = f"self-generated (seed {seed}, {n_windows} x {seq_len} tokens, cache {path.name})"
+    if use_cache and path.is_file():
+        ids = torch.load(path, weights_only=True)
+        if ids.shape == (n_windows, seq_len):
+            return TokenWindows(ids, source)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    vocab = min(len(tokenizer), model.config.vocab_size)
+    vocab_ids = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        from tqdm.auto import tqdm
+
+        gen = torch.Generator().manual_seed(seed)
+        chunks, batch = [], 32
+        with tqdm(total=n_windows, desc="self-generating calibration text", unit="seq", disable=not progress, leave=False) as bar:
+            for start in range(0, n_windows, batch):
+                b = min(batch, n_windows - start)
+                chunks.append(sample_sequences(model, n=b, seq_len=seq_len, generator=gen, vocab_ids=vocab_ids, batch=b))
+                bar.update(b)
+        ids = torch.cat(chunks)
+    finally:
+        model.train(was_training)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(ids, tmp)
+        os.replace(tmp, path)
+    return TokenWindows(ids, source)

@@ -1,0 +1,282 @@
+"""Recovery training after pruning: a plain torch loop that runs unchanged under ``torchrun`` (DDP).
+
+- AdamW, warmup-stable-decay learning rate (``wsd_lr``), gradient-norm clipping;
+- optional knowledge distillation from the dense model (``kd_loss``: KL at temperature T scaled
+  by T**2, mixed with the causal-LM cross-entropy by ``kd_alpha``);
+- optional gradient checkpointing;
+- a token budget: ``steps = tokens // (batch_size * world_size * seq_len)``.
+
+Distributed: if ``torch.distributed`` is initialised (``torchrun`` + :func:`distributed_from_env`,
+or the caller's own ``init_process_group``), the model is wrapped in ``DistributedDataParallel``:
+every rank draws the same seeded permutation of the windows and takes its own slice of each
+global batch, gradients are averaged by DDP, and every rank ends with the same weights. On CPU
+use the ``gloo`` backend, on CUDA ``nccl``. Not done: FSDP (the 135M-1B models this targets fit
+on one device; FSDP would wrap the same loop with ``fully_shard``).
+
+The maths (``wsd_lr``, ``kd_loss``, ``stage_token_split``) are pure functions, tested alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
+from edgeprune.errors import EdgepruneError
+
+SPLITS = ("linear", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig(StrictConfig):
+    """Recovery training settings (nested in ``StructuredPrune.train``)."""
+
+    kind = "train"
+
+    tokens: int = 200_000  # total budget over all stages (sized for ~30 min on 2 uncontended CPU cores, 135M)
+    batch_size: int = 4  # sequences per rank per optimiser step
+    lr: float = 1e-4  # peak; the paper's 2e-5 is for batches of 128 over billions of tokens
+    min_lr_ratio: float = 0.1  # LR at the end of the decay, as a fraction of the peak
+    warmup: float = 0.05  # fraction of all steps (WSD: Adapt-Pruner's 5% warmup)
+    decay: float = 0.1  # fraction of all steps, at the end (WSD: the last 10% decay linearly)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    kd_alpha: float = 0.0  # weight of the distillation loss (0: CE only, as the released scripts; 1: KD only)
+    kd_temperature: float = 2.0
+    gradient_checkpointing: bool = False
+    split: str = "linear"  # how the budget is shared by stages: "linear" (stage i gets 2i/(N(N+1))) or "constant"
+    seed: int = 0
+    version: int = 1
+
+    def check(self) -> list[str]:
+        p = check_int("tokens", self.tokens, minimum=1) + check_int("batch_size", self.batch_size, minimum=1)
+        p += check_fraction("lr", self.lr, high=1.0) + check_fraction("min_lr_ratio", self.min_lr_ratio, low_open=False, high_open=False)
+        p += check_fraction("warmup", self.warmup, low_open=False, high_open=True)
+        p += check_fraction("decay", self.decay, low_open=False, high_open=False)
+        if not p and self.warmup + self.decay > 1:
+            p.append(f"warmup + decay must be <= 1, got {self.warmup + self.decay}")
+        p += check_fraction("weight_decay", self.weight_decay, low_open=False, high=10.0)
+        p += check_fraction("grad_clip", self.grad_clip, low_open=False, high=math.inf)
+        p += check_fraction("kd_alpha", self.kd_alpha, low_open=False, high_open=False)
+        p += check_fraction("kd_temperature", self.kd_temperature, high=100.0)
+        if not isinstance(self.gradient_checkpointing, bool):
+            p.append(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
+        p += check_choice("split", self.split, SPLITS) + check_int("seed", self.seed, minimum=0)
+        return p
+
+
+# -- pure maths ------------------------------------------------------------------------------------------
+
+
+def wsd_lr(step: int, total: int, *, peak: float, warmup: float = 0.05, decay: float = 0.1, min_ratio: float = 0.0) -> float:
+    """Warmup-stable-decay: linear warmup over ``warmup*total`` steps, constant, then linear decay to
+    ``min_ratio*peak`` over the last ``decay*total`` steps. ``step`` counts from 0."""
+    n_warm, n_decay = int(round(warmup * total)), int(round(decay * total))
+    if n_warm and step < n_warm:
+        return peak * (step + 1) / n_warm
+    decay_start = total - n_decay
+    if n_decay and step >= decay_start:
+        frac = (step - decay_start + 1) / n_decay
+        return peak * (1.0 - (1.0 - min_ratio) * frac)
+    return peak
+
+
+def kd_loss(student_logits, teacher_logits, labels, *, alpha: float, temperature: float, ignore_index: int = -100):
+    """``(1 - alpha) * CE(student, labels) + alpha * T**2 * KL(teacher_T || student_T)`` per token.
+
+    ``*_logits``: ``(batch, seq, vocab)`` predicting the *next* token (the causal shift is done
+    here: position t predicts ``labels[t+1]``); ``labels``: ``(batch, seq)``. Returns
+    ``(loss, ce, kl)`` (the last two detached, for logging).
+    """
+    s = student_logits[:, :-1].float()
+    tgt = labels[:, 1:]
+    mask = tgt != ignore_index
+    ce = F.cross_entropy(s.reshape(-1, s.shape[-1]), tgt.reshape(-1), ignore_index=ignore_index)
+    if alpha == 0 or teacher_logits is None:
+        return ce, ce.detach(), torch.zeros(())
+    t = teacher_logits[:, :-1].float()
+    log_p_s = F.log_softmax(s / temperature, dim=-1)
+    log_p_t = F.log_softmax(t / temperature, dim=-1)
+    kl_tok = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (batch, seq-1)
+    kl = (kl_tok * mask).sum() / mask.sum().clamp_min(1)
+    loss = (1 - alpha) * ce + alpha * temperature**2 * kl
+    return loss, ce.detach(), kl.detach()
+
+
+def stage_token_split(total: int, stages: int, split: str = "linear") -> list[int]:
+    """Tokens per stage. ``linear``: stage i (1-based) gets ``2i / (N(N+1))`` of the budget, as
+    Adapt-Pruner's scripts do (later stages, with more removed, train longer)."""
+    if split == "constant":
+        shares = [1.0 / stages] * stages
+    elif split == "linear":
+        shares = [2 * i / (stages * (stages + 1)) for i in range(1, stages + 1)]
+    else:
+        raise ValueError(f"unknown split {split!r}")
+    out = [int(total * s) for s in shares]
+    out[-1] += total - sum(out)
+    return out
+
+
+# -- distributed -----------------------------------------------------------------------------------------
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` when not distributed."""
+    d = _dist()
+    return (d.get_rank(), d.get_world_size()) if d else (0, 1)
+
+
+@contextlib.contextmanager
+def distributed_from_env():
+    """Initialise ``torch.distributed`` from ``torchrun``'s environment (``WORLD_SIZE`` > 1) and tear it
+    down afterwards; a no-op in a plain process or if the caller already initialised it."""
+    import torch.distributed as dist
+
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        started = True
+    try:
+        yield world()
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _checkpointing(model, on: bool) -> None:
+    # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_* (old names warn)
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+# -- the loop -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    tokens: int  # tokens seen, all ranks together
+    world_size: int
+    seq_len: int
+    first_loss: float | None
+    last_loss: float | None
+    losses: list[float] = field(default_factory=list)  # mean loss of each logged step
+    lr_last: float = 0.0
+    kd_alpha: float = 0.0
+    wall_s: float = 0.0
+    tokens_per_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | None = None, teacher=None,
+          step_offset: int = 0, total_steps: int | None = None, progress: bool = True, log_every: int = 1) -> TrainReport:  # fmt: skip
+    """Train ``model`` in place on ``windows`` (``(n, seq_len)`` ids) for ``tokens`` (default: the budget).
+
+    ``step_offset`` / ``total_steps`` place these steps in a longer schedule (the WSD schedule is
+    global across pruning stages). ``teacher``: a frozen model for distillation (``kd_alpha > 0``).
+    """
+    rank, world_size = world()
+    tokens = config.tokens if tokens is None else tokens
+    seq_len = windows.shape[1]
+    global_batch = config.batch_size * world_size
+    steps = tokens // (global_batch * seq_len)
+    if steps == 0:
+        raise EdgepruneError(
+            f"a budget of {tokens} tokens is less than one step ({global_batch} x {seq_len} tokens): raise the token "
+            "budget or lower batch_size"
+        )
+    total_steps = steps if total_steps is None else total_steps
+    use_kd = config.kd_alpha > 0 and teacher is not None
+    if config.kd_alpha > 0 and teacher is None:
+        raise EdgepruneError("kd_alpha > 0 needs a teacher model: pass teacher= or set kd_alpha 0")
+
+    gen = torch.Generator().manual_seed(config.seed + step_offset)  # the same on every rank
+    order = torch.cat([torch.randperm(len(windows), generator=gen) for _ in range(math.ceil(steps * global_batch / len(windows)))])
+
+    was_training = model.training
+    if config.gradient_checkpointing:
+        _checkpointing(model, True)
+    model.train()
+    net = model
+    d = _dist()
+    if d is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
+    )  # fmt: skip
+    if teacher is not None:
+        teacher.eval()
+
+    from tqdm.auto import tqdm
+
+    report = TrainReport(steps=steps, tokens=steps * global_batch * seq_len, world_size=world_size, seq_len=seq_len,
+                         first_loss=None, last_loss=None, kd_alpha=config.kd_alpha if use_kd else 0.0)  # fmt: skip
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc="recovery training", disable=not progress or rank != 0, leave=False)
+    for step in bar:
+        lr = wsd_lr(step_offset + step, total_steps, peak=config.lr, warmup=config.warmup, decay=config.decay,
+                    min_ratio=config.min_lr_ratio)  # fmt: skip
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # global batch step*global_batch .. +global_batch; this rank's slice of it
+        start = step * global_batch + rank * config.batch_size
+        ids = windows[order[start : start + config.batch_size]]
+        logits = net(input_ids=ids, use_cache=False).logits
+        t_logits = None
+        if use_kd:
+            with torch.no_grad():
+                t_logits = teacher(input_ids=ids, use_cache=False).logits
+        loss, ce, kl = kd_loss(logits, t_logits, ids, alpha=config.kd_alpha if use_kd else 0.0,
+                               temperature=config.kd_temperature)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        value = float(loss.detach())
+        if d is not None:  # log the mean over ranks
+            t = torch.tensor([value], dtype=torch.float64)
+            d.all_reduce(t)
+            value = float(t) / world_size
+        if report.first_loss is None:
+            report.first_loss = value
+        report.last_loss = value
+        if step % log_every == 0 or step == steps - 1:
+            report.losses.append(round(value, 5))
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+        report.lr_last = lr
+    bar.close()
+    report.wall_s = time.perf_counter() - t0
+    report.tokens_per_s = report.tokens / report.wall_s if report.wall_s > 0 else math.inf
+    if config.gradient_checkpointing:
+        _checkpointing(model, False)
+    model.train(was_training)
+    model.zero_grad(set_to_none=True)
+    return report

@@ -1,0 +1,473 @@
+"""``export_onnx``: a torch Llama-family model (uniform or per-layer widths) to a verified ONNX folder.
+
+Orchestration only: the graph's maths is in decoder.py, names in names.py, the quantizers in
+quantize.py, the read-back in verify.py. Order of work: validate everything that can be validated
+without writing (settings, output folder, architecture), export into a temporary folder beside the
+output, tidy and quantize, check with ``onnx.checker``, run it in onnxruntime against torch, then
+rename the folder into place. A failure at any step raises EdgepruneError and leaves nothing behind.
+
+The folder holds ``model.onnx`` (plus ``model.onnx.data`` above protobuf's 2 GB limit),
+``export_report.json``, ``genai_config.json`` and, when a tokenizer is given, its files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.export.onnx import names
+from edgeprune.export.onnx.report import OnnxExportReport
+
+QUANTS = ("fp32", "int8", "int4")
+EXPORTERS = ("dynamo", "torchscript")
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits: a power of two >= 16
+OPSET = 18
+# Protobuf cannot serialise a message over 2 GiB; stay clear of it (the graph itself adds bytes).
+EXTERNAL_DATA_BYTES = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class OnnxExportConfig:
+    """The ONNX export settings a build recipe carries (strict: unknown keys are errors)."""
+
+    quant: str = "fp32"
+    block_size: int = 128  # int4 only: weights per scale (32 is more accurate, 128 smaller)
+    exporter: str = "dynamo"  # "torchscript" is the fallback when dynamo fails, and ~10x faster
+    verify: bool = True
+    version: int = 1
+
+    def __post_init__(self):
+        quant = "fp32" if self.quant is None else self.quant
+        if not isinstance(quant, str) or quant.lower() not in QUANTS:
+            hint = difflib.get_close_matches(str(quant).lower(), QUANTS, n=1)
+            did = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise EdgepruneError(f"unknown ONNX quantization {quant!r}{did}: use one of {', '.join(QUANTS)}")
+        object.__setattr__(self, "quant", quant.lower())
+        if isinstance(self.block_size, bool) or self.block_size not in BLOCK_SIZES:
+            raise EdgepruneError(
+                f"int4 block size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {self.block_size!r}"
+            )
+        if self.exporter not in EXPORTERS:
+            raise EdgepruneError(f"unknown ONNX exporter {self.exporter!r}: use one of {', '.join(EXPORTERS)}")
+        if not isinstance(self.verify, bool):
+            raise EdgepruneError(f"verify must be true or false, got {self.verify!r}")
+        if self.version != 1:
+            raise EdgepruneError(f"ONNX export config version {self.version} is not supported: this edgeprune reads version 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OnnxExportConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise EdgepruneError(f"unknown ONNX export setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_onnx(
+    model,
+    out_dir: str | Path,
+    *,
+    tokenizer=None,
+    quant: str | None = None,
+    block_size: int = 128,
+    exporter: str = "dynamo",
+    verify: bool = True,
+    overwrite: bool = False,
+    threads: int | None = None,
+) -> OnnxExportReport:
+    """Export ``model`` (transformers Llama/Mistral/Qwen2 or edgeprune_llama, float32) to ``out_dir``.
+
+    One graph serves prefill and decode: inputs ``input_ids``, ``attention_mask``,
+    ``position_ids`` and ``past_key_values.{i}.key/value`` per layer, outputs ``logits`` and
+    ``present.{i}.key/value``; batch, sequence and past lengths are dynamic. ``quant``: None or
+    "fp32", "int8" (onnxruntime dynamic quantization) or "int4" (MatMulNBits, ``block_size``
+    weights per block). ``exporter``: "dynamo" (falls back to "torchscript" if it fails) or
+    "torchscript". With ``verify`` the graph is run in onnxruntime (``threads`` threads) against
+    the torch model before the folder is renamed into place. Returns the export report, also
+    written as ``export_report.json`` in the folder.
+    """
+    cfg = OnnxExportConfig(quant=quant, block_size=block_size, exporter=exporter, verify=verify)
+    out = check_out_dir(out_dir, overwrite=overwrite)
+    lm = prepare_model(model)
+    threads = threads or os.cpu_count() or 1
+    if cfg.verify:
+        import onnxruntime  # noqa: F401  (fail before exporting, not after, if it is missing)
+    try:
+        return _export(model, lm, out, cfg, tokenizer=tokenizer, threads=threads, overwrite=overwrite)
+    except OSError as exc:
+        raise EdgepruneError(f"cannot write the ONNX export to {out}: {exc.strerror or exc}; check the disk and --out") from None
+
+
+def check_out_dir(out_dir: str | Path, *, overwrite: bool) -> Path:
+    """Fail before any expensive work if ``out_dir`` cannot be (re)written; return it resolved."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise EdgepruneError(f"output {out} is a file: pass a folder name for the ONNX export")
+    if out.exists() and not overwrite:
+        raise EdgepruneError(f"output {out} already exists: pass overwrite=True (--overwrite) to replace it, or choose another folder")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise EdgepruneError(f"cannot create {out}: {ancestor} is a file, not a folder; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise EdgepruneError(f"cannot create {out}: folder {ancestor} is not writable; choose another --out")
+    return out.resolve()
+
+
+def prepare_model(model):
+    """The per-layer-width view of ``model`` (shares weights when it already is one); checks it exports."""
+    from edgeprune.export.onnx.decoder import STATIC_ROPE_TYPES
+    from edgeprune.models import families
+
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in families.SUPPORTED_MODEL_TYPES or not families.SUPPORTED_MODEL_TYPES[model_type]["per_layer"]:
+        ok = [t for t, f in families.SUPPORTED_MODEL_TYPES.items() if f["per_layer"]]
+        raise EdgepruneError(
+            f"unsupported architecture {model_type!r} for ONNX export: edgeprune exports {', '.join(ok)}; "
+            "convert the model to one of these families"
+        )
+    import torch
+
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise EdgepruneError(
+            f"ONNX export writes float32 graphs but the model holds {', '.join(sorted(map(str, dtypes)))} weights: "
+            "load it with dtype='float32' (quantize with --quant instead)"
+        )
+    from edgeprune.models import to_per_layer
+
+    lm = to_per_layer(model).eval()
+    rope = (lm.config.rope_parameters or {}).get("rope_type", "default")
+    if rope not in STATIC_ROPE_TYPES:
+        raise EdgepruneError(
+            f"RoPE type {rope!r} depends on the sequence length and is not exported: "
+            f"edgeprune exports {', '.join(STATIC_ROPE_TYPES)}"
+        )
+    return lm
+
+
+def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: int, overwrite: bool) -> OnnxExportReport:
+    import onnx
+
+    from edgeprune.export.onnx import genai, quantize
+    from edgeprune.models.cache import atomic_dir
+
+    config = lm.config
+    n_layers = config.num_hidden_layers
+    param_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+    external = param_bytes > EXTERNAL_DATA_BYTES
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+
+    with atomic_dir(out) as tmp:
+        raw = tmp / ".raw"
+        raw.mkdir()
+        t0 = time.perf_counter()
+        used, fallback = _run_exporter(lm, raw / names.MODEL_FILE, cfg.exporter)
+        timings["export_s"] = time.perf_counter() - t0
+        if fallback:
+            notes.append(f"the dynamo exporter failed ({fallback}); the TorchScript exporter wrote this graph")
+
+        t0 = time.perf_counter()
+        graph = onnx.load(str(raw / names.MODEL_FILE))  # pulls in external data the exporter wrote
+        tidy_graph(graph, n_layers)
+        set_metadata(graph, lm, cfg.quant)
+        final = tmp / names.MODEL_FILE
+        two_four = None
+        if cfg.quant == "fp32":
+            _save(graph, final, external)
+            two_four = quantize.sparsity_summary(graph)
+        else:
+            folded = quantize.untie_transposed_initializers(graph)
+            if folded:
+                notes.append(f"{folded} tied weight(s) materialised as separate MatMul weights so they are quantized too")
+            fp32 = raw / "fp32.onnx"
+            _save(graph, fp32, external)
+            if cfg.quant == "int8":
+                quantize.quantize_int8(str(fp32), str(final), external_data=external)
+            else:
+                quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
+            qgraph = onnx.load(str(final), load_external_data=not external)
+            two_four = quantize.sparsity_summary(graph, qgraph if not external else None)
+            # the quantizers do not promise to carry metadata_props over: write them again
+            set_metadata(qgraph, lm, cfg.quant, block_size=cfg.block_size if cfg.quant == "int4" else None)
+            _save_proto_only(qgraph, final)
+            del qgraph
+        del graph
+        timings["write_s"] = time.perf_counter() - t0
+        shutil.rmtree(raw)
+        if two_four and two_four["kept"] < two_four["weights"]:
+            raise EdgepruneError(
+                f"{cfg.quant} quantization broke the 2:4 pattern of {two_four['weights'] - two_four['kept']} "
+                f"of {two_four['weights']} sparse weights; export 2:4 models as fp32 or int8"
+            )
+
+        t0 = time.perf_counter()
+        _check(final)
+        timings["check_s"] = time.perf_counter() - t0
+
+        result = None
+        if cfg.verify:
+            t0 = time.perf_counter()
+            result = _verify(final, model, lm, cfg.quant, threads)
+            timings["verify_s"] = time.perf_counter() - t0
+
+        (tmp / names.GENAI_CONFIG_FILE).write_text(
+            json.dumps(genai.genai_config(config, generation_config=getattr(model, "generation_config", None)), indent=2) + "\n"
+        )
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if two_four:
+            notes.append(
+                f"{two_four['weights']} MatMul weights are 2:4 sparse and stay so; only NVIDIA Ampere-class GPUs "
+                "turn that into speed, through onnxruntime's TensorRT EP with trt_sparsity_enable=1 (prefill mostly)"
+            )
+        report = OnnxExportReport(
+            path=str(out / names.MODEL_FILE),
+            bytes=_model_bytes(tmp),
+            quant=cfg.quant,
+            block_size=cfg.block_size if cfg.quant == "int4" else None,
+            exporter=used,
+            exporter_fallback=fallback,
+            opset=OPSET,
+            external_data=external,
+            architecture=model.config.model_type,
+            source_model_type=config.source_model_type or model.config.model_type,
+            num_layers=n_layers,
+            heads=config.heads_per_layer(),
+            kv_heads=config.kv_heads_per_layer(),
+            intermediate=config.intermediate_per_layer(),
+            head_dim=config.head_dim,
+            inputs=names.input_names(n_layers),
+            outputs=names.output_names(n_layers),
+            sparsity_2_4=two_four,
+            verify=result,
+            genai_config=True,
+            notes=notes,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            versions=_versions(),
+        )
+        (tmp / names.REPORT_FILE).write_text(report.to_json())
+    return report
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def _run_exporter(lm, path: Path, exporter: str) -> tuple[str, str | None]:
+    """Export with ``exporter``; if dynamo fails, retry with TorchScript. Returns (used, why dynamo failed)."""
+    from edgeprune.export.onnx.decoder import FlatKVDecoder, example_inputs
+
+    wrapper = FlatKVDecoder(lm).eval()
+    args = example_inputs(lm.config)
+    fallback = None
+    if exporter == "dynamo":
+        try:
+            with _quiet_exporters():
+                _export_dynamo(wrapper, args, path, lm.config.num_hidden_layers)
+            return "dynamo", None
+        except Exception as exc:  # any exporter failure: fall back, and say why in the report
+            fallback = _first_line(exc)
+            shutil.rmtree(path.parent)  # whatever dynamo left half-written
+            path.parent.mkdir()
+    try:
+        with _quiet_exporters():
+            _export_torchscript(wrapper, args, path, lm.config.num_hidden_layers)
+    except Exception as exc:
+        why = f"dynamo: {fallback}; torchscript: {_first_line(exc)}" if fallback else _first_line(exc)
+        raise EdgepruneError(f"the ONNX exporter failed on this model ({why}); nothing was written") from None
+    return "torchscript", fallback
+
+
+def _export_dynamo(wrapper, args, path: Path, n_layers: int) -> None:
+    import torch
+
+    # Every dim marked DYNAMIC: torch.export infers that the mask's length is past + seq (a named
+    # Dim per axis would be rejected, since Dim + Dim is not expressible). tidy_graph names them.
+    dyn = torch.export.Dim.DYNAMIC
+    shapes = ({0: dyn, 1: dyn}, {0: dyn, 1: dyn}, {0: dyn, 1: dyn}, tuple({0: dyn, 2: dyn} for _ in range(2 * n_layers)))
+    program = torch.onnx.export(
+        wrapper,
+        args,
+        input_names=names.input_names(n_layers),
+        output_names=names.output_names(n_layers),
+        dynamic_shapes=shapes,
+        opset_version=OPSET,
+        dynamo=True,
+        optimize=True,
+        verbose=False,
+    )
+    program.save(str(path), external_data=True)
+
+
+def _export_torchscript(wrapper, args, path: Path, n_layers: int) -> None:
+    import torch
+
+    axes = {
+        names.INPUT_IDS: {0: names.BATCH, 1: names.SEQUENCE},
+        names.ATTENTION_MASK: {0: names.BATCH, 1: names.TOTAL_SEQUENCE},
+        names.POSITION_IDS: {0: names.BATCH, 1: names.SEQUENCE},
+        names.LOGITS: {0: names.BATCH, 1: names.SEQUENCE},
+    }
+    axes.update({n: {0: names.BATCH, 2: names.PAST_SEQUENCE} for n in names.past_names(n_layers)})
+    axes.update({n: {0: names.BATCH, 2: names.TOTAL_SEQUENCE} for n in names.present_names(n_layers)})
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(path),
+            input_names=names.input_names(n_layers),
+            output_names=names.output_names(n_layers),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def tidy_graph(graph, n_layers: int) -> None:
+    """Name the dynamic axes the same way whichever exporter ran; drop stale intermediate shapes.
+
+    The dynamo exporter names dims after torch.export's symbols (``s25``, ``s69 + s70``); graph
+    inputs and outputs get the names in names.py. Intermediate ``value_info`` would keep the
+    symbols, so it is dropped (onnxruntime infers shapes itself).
+    """
+    axes = {
+        names.INPUT_IDS: (names.BATCH, names.SEQUENCE),
+        names.ATTENTION_MASK: (names.BATCH, names.TOTAL_SEQUENCE),
+        names.POSITION_IDS: (names.BATCH, names.SEQUENCE),
+        names.LOGITS: (names.BATCH, names.SEQUENCE, None),
+    }
+    axes.update({n: (names.BATCH, None, names.PAST_SEQUENCE, None) for n in names.past_names(n_layers)})
+    axes.update({n: (names.BATCH, None, names.TOTAL_SEQUENCE, None) for n in names.present_names(n_layers)})
+    for value in list(graph.graph.input) + list(graph.graph.output):
+        for dim, name in zip(value.type.tensor_type.shape.dim, axes.get(value.name, ())):
+            if name is not None:
+                dim.dim_param = name  # clears dim_value too (a oneof)
+    del graph.graph.value_info[:]
+    graph.graph.name = "edgeprune_decoder"
+
+
+def set_metadata(graph, lm, quant: str, *, block_size: int | None = None) -> None:
+    import edgeprune
+
+    config = lm.config
+    meta = {
+        names.META_ARCHITECTURE: "edgeprune_llama" if not config.is_uniform else (config.source_model_type or "llama"),
+        names.META_SOURCE_TYPE: config.source_model_type or "llama",
+        names.META_HEADS: names.join_ints(config.heads_per_layer()),
+        names.META_KV_HEADS: names.join_ints(config.kv_heads_per_layer()),
+        names.META_INTERMEDIATE: names.join_ints(config.intermediate_per_layer()),
+        names.META_HEAD_DIM: str(config.head_dim),
+        names.META_NUM_LAYERS: str(config.num_hidden_layers),
+        names.META_HIDDEN: str(config.hidden_size),
+        names.META_VOCAB: str(config.vocab_size),
+        names.META_QUANT: quant if block_size is None else f"{quant}-block{block_size}",
+        names.META_VERSION: edgeprune.__version__,
+    }
+    del graph.metadata_props[:]
+    for key, value in meta.items():
+        prop = graph.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def _save(graph, path: Path, external: bool) -> None:
+    import onnx
+
+    if external:
+        onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=1024)  # fmt: skip
+    else:
+        onnx.save(graph, str(path))
+
+
+def _save_proto_only(graph, path: Path) -> None:
+    # `graph` was loaded without external data, so this rewrites the proto and keeps the data file.
+    import onnx
+
+    onnx.save(graph, str(path))
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))  # by path: works above 2 GB too
+    except onnx.checker.ValidationError as exc:
+        raise EdgepruneError(f"the exported graph fails onnx.checker ({_first_line(exc)}); nothing was written") from None
+
+
+def _verify(path: Path, model, lm, quant: str, threads: int):
+    from edgeprune.export.onnx.verify import open_session, verify_session
+
+    try:
+        session = open_session(path, threads)
+    except Exception as exc:
+        raise EdgepruneError(f"onnxruntime cannot load the exported graph ({_first_line(exc)}); nothing was written") from None
+    config = lm.config
+    result = verify_session(
+        session, model, kv_heads=config.kv_heads_per_layer(), head_dim=config.head_dim,
+        vocab_size=config.vocab_size, quant=quant, threads=threads,
+    )  # fmt: skip
+    if not result.passed:
+        raise EdgepruneError(
+            f"the {quant} ONNX graph does not match torch: max relative logit difference "
+            f"{result.max_rel_diff:.2e} (prefill {result.prefill_max_rel_diff:.2e}, decode "
+            f"{result.decode_max_rel_diff:.2e}) exceeds {result.tolerance}; nothing was written"
+            if result.tolerance is not None
+            else f"the {quant} ONNX graph produces non-finite logits; nothing was written"
+        )
+    return result
+
+
+def _model_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob(names.MODEL_FILE + "*") if f.is_file())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("edgeprune", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Silence the exporters' progress prints and deprecation chatter; restore everything after."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")) as devnull:
+            warnings.simplefilter("ignore")
+            try:
+                yield
+            finally:
+                devnull.close()
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -12,6 +12,7 @@ Writes ``bench/results/eval_dense.json`` (rewritten atomically after every row, 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="docs per task (seeded subset); default: all")
     p.add_argument("--limit-tokens", type=int, default=None, help="perplexity on the first N tokens only; default: all")
     p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's, = cores)")
     p.add_argument("--out", default=str(HERE / "results" / "eval_dense.json"))
     p.add_argument("--md", default=None, help="markdown output (default: --out with .md)")
     args = p.parse_args(argv)
@@ -40,11 +42,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     md = Path(args.md) if args.md else out.with_suffix(".md")
     t0 = time.perf_counter()
-    ev = Evaluator(args.model, batch_tokens=args.batch_tokens)
+    ev = Evaluator(args.model, batch_tokens=args.batch_tokens, threads=args.threads)
     load_s = time.perf_counter() - t0
     model = {**ev.describe(), "load_s": round(load_s, 2), "weights": "Q4_1 GGUF dequantized to float32" if args.model == "smollm2-135m" else None}
     settings = {"limit": args.limit, "limit_tokens": args.limit_tokens, "seed": 1234, "batch_tokens": args.batch_tokens,
-                "ppl_windows": "non-overlapping, last partial window dropped, no BOS", "zeroshot": "lm-eval 0.4 definitions, local files"}  # fmt: skip
+                "ppl_windows": "non-overlapping, last partial window dropped, no BOS", "zeroshot": "lm-eval 0.4 definitions, local files",
+                "threads": args.threads or model.get("threads"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}  # fmt: skip
     rows: list[dict] = []
 
     def save(complete: bool) -> str:

@@ -73,6 +73,7 @@ def llama_speed(path: Path, threads: int, *, n_prompt: int = 512, n_gen: int = 6
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quants", default="f32,f16,q8_0,q4_0")
+    p.add_argument("--models", default="dense,pruned")
     p.add_argument("--windows", type=int, default=16, help="perplexity windows (the first N of WikiText-2 test)")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--lines", type=int, default=1000, help="WikiText-2 lines for the tokenization check")
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     loaded = load("smollm2-135m")
     dense, tok = loaded
     pruned = cut_widths(dense, random_keep(to_per_layer(dense).config, attn_keep=args.attn_keep, mlp_keep=args.mlp_keep, seed=args.seed))
-    models = {"dense": dense, "pruned": pruned}
+    models = {k: v for k, v in {"dense": dense, "pruned": pruned}.items() if k in args.models.split(",")}
     ppl_cfg = PerplexityConfig(seq_len=args.seq_len, limit_tokens=args.windows * args.seq_len)
     hf_tok = HFTokenizer(tok)
     bench_prompts = prompts(tok)

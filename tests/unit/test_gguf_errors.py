@@ -87,12 +87,22 @@ def test_tokenizer_problems(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
-    strict = tables.QType("f32", tables.F.ALL_F32, tables.T.F32, "gguf-py", rtol=-1.0, min_top1=1.0)
-    monkeypatch.setitem(tables.QTYPES, "f32", strict)
-    with pytest.raises(EdgepruneError, match="GGUF verification failed, nothing written: llama.cpp logits differ") as err:
-        export_gguf(tiny_llama(), None, tmp_path / "m.gguf", qtype="f32", progress=False)
+@pytest.mark.parametrize("qtype", ["f32", "q8_0"])
+def test_failed_verification_leaves_nothing(tmp_path, monkeypatch, qtype):
+    monkeypatch.setattr(tables, "LAYOUT_RTOL", -1.0)  # no file can pass
+    with pytest.raises(EdgepruneError, match="GGUF verification failed, nothing written: llama.cpp does not compute") as err:
+        export_gguf(tiny_llama(), None, tmp_path / "m.gguf", qtype=qtype, progress=False)
     _one_line(err)
+    assert list(tmp_path.iterdir()) == []  # neither the file, its F32 rendering nor a report
+
+
+def test_a_wrong_layout_is_caught(tmp_path, monkeypatch):
+    """Without the Q/K permutation the file loads but computes something else: verification says so."""
+    from edgeprune.export.gguf import writer
+
+    monkeypatch.setattr(writer, "permute_qk", lambda w, n_head: w)
+    with pytest.raises(EdgepruneError, match="the layout is wrong"):
+        export_gguf(tiny_llama(), None, tmp_path / "m.gguf", qtype="f16", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -135,7 +145,7 @@ def test_llama_cpp_crash_is_contained(tmp_path):
     path = tmp_path / "bad.gguf"
     write_gguf(path, model, model_spec(model), tables.QTYPES["f32"], kvs, progress=False)
     with pytest.raises(EdgepruneError, match="llama.cpp (crashed|cannot load)") as err:
-        run_in_child(path, [[1, 2, 3]], ["hello\nworld"], n_ctx=32, n_threads=1)  # llama.cpp aborts on the newline
+        run_in_child([path], [[1, 2, 3]], ["hello\nworld"], n_ctx=32, n_threads=1)  # llama.cpp aborts on the newline
     _one_line(err)
 
 

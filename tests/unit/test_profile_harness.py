@@ -43,3 +43,15 @@ def test_report_files(tmp_path):
     assert json.loads(paths["json"].read_text())["summary"]["decode_tps"]["median"] == 11.0
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     assert "| decode tok/s | 11.00 | 10.00 | 12.00 |" in format_markdown(res)
+
+
+def test_peak_rss_ignores_the_parent_that_forked_the_worker():
+    import subprocess
+    import sys
+
+    ballast = bytearray(400 * 2**20)  # a big parent, like a build process holding a model
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch the pages so they are resident
+    code = "from edgeprune.runtime.worker import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert float(out.stdout) < 200, out.stderr
+    del ballast

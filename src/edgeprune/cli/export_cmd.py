@@ -12,6 +12,7 @@ import importlib
 # format -> module under edgeprune.cli
 FORMATS = {
     "gguf": "edgeprune.cli.export_gguf_cmd",
+    "onnx": "edgeprune.cli.export_onnx_cmd",
 }
 
 

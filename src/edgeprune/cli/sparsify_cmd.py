@@ -114,7 +114,8 @@ def _check_source(src: str) -> None:
 def run(args) -> int:
     from edgeprune.errors import EdgepruneError
 
-    step, quant = build_steps(args)
+    step, quant_after = build_steps(args)  # one-shot: the quant step is nested in the prune step (one pass)
+    quant = quant_after if quant_after is not None else getattr(step, "quant", None)
     notes = where_24_pays(args.target)  # an unknown --target fails here, before any loading
     out = Path(args.out).expanduser()
     if out.exists() and not args.overwrite:
@@ -166,8 +167,8 @@ def run(args) -> int:
         reports = {}
         model, rep = compress(model, step, calib, train_data=train_data, progress=progress)
         reports[step.kind] = rep.to_dict()
-        if quant is not None and isinstance(step, SparseTrain):
-            model, qrep = compress(model, quant, calib, progress=progress)
+        if quant_after is not None:
+            model, qrep = compress(model, quant_after, calib, progress=progress)
             reports[quant.kind] = qrep.to_dict()
         for r in reports.values():
             r.pop("per_layer", None)

@@ -31,6 +31,9 @@ class StrictConfig:
     VERSIONS: ClassVar[tuple[int, ...]] = (1,)
     # field name -> StrictConfig subclass, for fields holding a nested config (or None)
     NESTED: ClassVar[dict[str, type]] = {}
+    # the step name in a build recipe (``step: prune``), set when the config is also registered
+    # with the build's recipe registry (``edgeprune.compress.registry.bridge_to_recipes``)
+    STEP: ClassVar[str] = ""
 
     def __post_init__(self):
         problems = []
@@ -49,9 +52,12 @@ class StrictConfig:
 
     # -- dict / YAML ----------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
+    def from_dict(cls, data: dict[str, Any], *, where: str = ""):
         if not isinstance(data, dict):
             raise EdgepruneError(f"{cls.kind} must be a mapping of settings, got {type(data).__name__}")
+        data = dict(data)
+        if "step" in data and data["step"] in (cls.STEP, cls.kind):  # a recipe entry names its step
+            data.pop("step")
         known = [f.name for f in fields(cls)]
         unknown = [k for k in data if k not in known]
         if unknown:
@@ -59,8 +65,9 @@ class StrictConfig:
             for k in unknown:
                 close = difflib.get_close_matches(str(k), known, n=1)
                 hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            at = f" in {where}" if where else ""
             raise EdgepruneError(
-                f"unknown {cls.kind} setting(s) {', '.join(hints)}: known are {', '.join(sorted(known))}"
+                f"unknown {cls.kind} setting(s) {', '.join(hints)}{at}: known are {', '.join(sorted(known))}"
             )
         kwargs = dict(data)
         for name, sub in cls.NESTED.items():
@@ -69,7 +76,7 @@ class StrictConfig:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
+        out: dict[str, Any] = {"step": self.STEP} if self.STEP else {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = value.to_dict() if isinstance(value, StrictConfig) else value

@@ -16,6 +16,8 @@ from edgeprune.errors import EdgepruneError
 # config kind -> (module defining the config and registering its implementation, config class name)
 BUILTIN_STEPS: dict[str, tuple[str, str]] = {
     "structured_prune": ("edgeprune.compress.structured", "StructuredPrune"),
+    "nm_prune": ("edgeprune.compress.sparsify", "NMPrune"),
+    "weight_quant": ("edgeprune.compress.sparsify", "WeightQuant"),
 }
 
 _IMPLEMENTATIONS: dict[type, Callable] = {}
@@ -55,6 +57,20 @@ def implementation(config) -> Callable:
             "pass one of these configs or register an implementation with edgeprune.compress.register"
         )
     return fn
+
+
+def bridge_to_recipes(step_name: str, config_type: type, apply: Callable) -> None:
+    """Also register ``config_type`` as ``step: <step_name>`` in the build's recipe registry
+    (``edgeprune.config``), with ``apply(model, config, *, calib=<source name or None>, tokenizer=...)``.
+
+    Lets ``edgeprune build`` recipes name compression steps; a no-op where that registry is absent.
+    """
+    try:
+        from edgeprune.config import STEPS, register_step
+    except ImportError:
+        return
+    if step_name not in STEPS:
+        register_step(step_name, apply=apply)(config_type)
 
 
 def config_from_dict(data: dict):

@@ -61,7 +61,8 @@ class WeightQuant(StrictConfig):
     version: int = 1
 
     def check(self) -> list[str]:
-        p = check_choice("bits", self.bits, (4, 8)) + check_int("group_size", self.group_size, minimum=1)
+        p = [] if self.bits in (4, 8) and not isinstance(self.bits, bool) else [f"bits {self.bits!r} is not one of 4, 8"]
+        p += check_int("group_size", self.group_size, minimum=1)
         if not isinstance(self.symmetric, bool):
             p.append(f"symmetric must be true or false, got {self.symmetric!r}")
         p += check_choice("method", self.method, QUANT_METHODS) + check_choice("embedding", self.embedding, EMBEDDING_MODES)

@@ -257,9 +257,9 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
     gen = torch.Generator().manual_seed(cfg.seed)
     teacher = dense if (cfg.train is not None and cfg.train.kd_alpha > 0) else None
     student = copy.deepcopy(dense) if cfg.train is not None else dense
-    if teacher is not None:
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+    teacher_flags = {p: p.requires_grad for p in teacher.parameters()} if teacher is not None else {}
+    for p in teacher_flags:
+        p.requires_grad_(False)
     stage_tokens = stage_token_split(cfg.train.tokens, cfg.stages, cfg.train.split) if cfg.train else []
     seq = train_data.seq_len if cfg.train else 1
     global_batch = cfg.train.batch_size * world()[1] if cfg.train else 1
@@ -284,11 +284,8 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
     report.peak_rss_mb = peak_rss_mb()
     if block1 > target_params:
         raise AssertionError(f"pruning stopped at {block1} > target {target_params} block parameters")
-    for p in student.parameters():
-        p.requires_grad_(True)
-    if teacher is not None:
-        for p in teacher.parameters():
-            p.requires_grad_(True)
+    for p, flag in teacher_flags.items():  # the caller's model is left as it was given
+        p.requires_grad_(flag)
     return student.eval(), report
 
 
@@ -484,3 +481,32 @@ def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: 
         (tmp / REPORT_NAME).write_text(json.dumps(data, indent=2) + "\n")
         (tmp / RECIPE_NAME).write_text(StructuredPrune.from_dict(report.config).to_yaml())
     return out
+
+
+# -- build recipes (``step: prune``) -------------------------------------------------------------------
+
+
+def apply_in_build(model, cfg: StructuredPrune, *, calib: str | None = None, tokenizer=None, progress: bool = False):
+    """The ``prune`` step of an ``edgeprune build`` recipe: ``calib`` is a source name (default: text
+    the model generates itself); 64 windows of 128 tokens, as the CLI's defaults."""
+    from edgeprune.compress.calib import calibration_windows
+
+    if tokenizer is None:
+        raise EdgepruneError("the prune step needs the model's tokenizer")
+    source = calib or "self"
+    windows = calibration_windows(tokenizer, source, n_windows=64, seq_len=128, seed=cfg.seed, model=model, progress=progress)
+    train_data = None
+    if cfg.train is not None:
+        n = max(1, min(4096, -(-cfg.train.tokens // 128)))
+        train_data = calibration_windows(tokenizer, source, n_windows=n, seq_len=128, seed=cfg.seed + 1, model=model,
+                                         progress=progress)  # fmt: skip
+    return structured_prune(model, cfg, windows, train_data=train_data, progress=progress)
+
+
+def _bridge() -> None:
+    from edgeprune.compress.registry import bridge_to_recipes
+
+    bridge_to_recipes("prune", StructuredPrune, apply_in_build)
+
+
+_bridge()

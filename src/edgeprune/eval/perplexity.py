@@ -63,6 +63,7 @@ class PerplexityReport:
     tokenize_s: float
     wall_s: float  # scoring time
     tokens_per_s: float
+    cpu_s: float | None = None  # process CPU time while scoring (all threads): robust to a busy machine
     threads: int | None = None
 
     def to_dict(self) -> dict:
@@ -95,7 +96,7 @@ def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = T
 
     batches = plan_batches([e - s for s, e in spans], backend.batch_tokens)
     nll_sum, counted = 0.0, 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bar = _bar(n_pred, f"ppl {config.seq_len}", progress)
     for batch in batches:
         lps = backend.token_logprobs([used[spans[i][0] : spans[i][1]] for i in batch])
@@ -104,7 +105,7 @@ def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = T
             counted += len(lp)
         bar.update(sum(len(lp) for lp in lps))
     bar.close()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert counted == n_pred, (counted, n_pred)
 
     nll = nll_sum / counted
@@ -115,7 +116,7 @@ def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = T
         last_window="none" if remainder == 0 else ("kept" if covered == len(used) else "dropped"),
         limit_tokens=config.limit_tokens, tokenizer=backend.tokenizer.name, dtype=backend.dtype, backend=backend.name,
         data=str(path), data_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), tokenize_s=tokenize_s,
-        wall_s=wall, tokens_per_s=counted / wall if wall > 0 else math.inf, threads=getattr(backend, "threads", None),
+        wall_s=wall, tokens_per_s=counted / wall if wall > 0 else math.inf, cpu_s=cpu, threads=getattr(backend, "threads", None),
     )  # fmt: skip
 
 

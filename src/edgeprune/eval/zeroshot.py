@@ -62,6 +62,7 @@ class TaskResult:
     tokens: int  # tokens fed through the model
     wall_s: float
     tokens_per_s: float
+    cpu_s: float  # process CPU time (all threads)
     tokenizer: str
     dtype: str
     backend: str
@@ -137,10 +138,10 @@ def evaluate_task(backend, name: str, config: ZeroShotConfig, *, progress: bool 
     docs = load_docs(name, source=config.source, data_dir=config.data_dir)
     idx = subset_indices(len(docs), config.limit, config.seed)
     chosen = [docs[i] for i in idx]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pairs = tokenize_docs(backend.tokenizer, chosen, backend.max_length)
     lls, fed = score_docs(backend, pairs, share=config.share_context, progress=progress, desc=name)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     decisions = [choice_decisions(ll, doc.gold, doc.norm_lengths) for ll, doc in zip(lls, chosen)]
     acc, acc_se = mean_stderr([d["acc"] for d in decisions])
     acc_norm = acc_norm_se = None
@@ -149,7 +150,7 @@ def evaluate_task(backend, name: str, config: ZeroShotConfig, *, progress: bool 
     return TaskResult(
         task=name, n=len(chosen), acc=acc, acc_stderr=acc_se, acc_norm=acc_norm, acc_norm_stderr=acc_norm_se,
         n_total=len(docs), limit=config.limit, seed=config.seed, source=config.source, tokens=fed, wall_s=wall,
-        tokens_per_s=fed / wall if wall > 0 else math.inf, tokenizer=backend.tokenizer.name, dtype=backend.dtype,
+        tokens_per_s=fed / wall if wall > 0 else math.inf, cpu_s=cpu, tokenizer=backend.tokenizer.name, dtype=backend.dtype,
         backend=backend.name, predictions=[int(np.argmax(ll)) for ll in lls],
     )  # fmt: skip
 

@@ -110,6 +110,22 @@ def run_onnxruntime(artifact: str, prompt_tokens: int, gen_tokens: int, threads:
     return {"load_s": load_s, "prefill_s": prefill_s, "decode_s": decode_s}
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started running this program.
+
+    On Linux, ``ru_maxrss`` survives ``exec`` and so would count the (possibly huge) parent that
+    forked us; ``VmHWM`` belongs to the new address space, so it is read first.
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
 RUNNERS = {"llama.cpp": run_llamacpp, "torch": run_torch, "onnxruntime": run_onnxruntime}
 
 
@@ -130,9 +146,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # reported to the harness as one line, not a traceback
         print(json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}))
         return 1
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["peak_rss_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
+    result["peak_rss_mb"] = peak_rss_mb()
     result.update(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, threads=args.threads)
     print(json.dumps(result))
     return 0

@@ -8,6 +8,7 @@ output, verify that file, then rename it into place and write the report beside 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import time
@@ -210,26 +211,31 @@ def export_gguf(
     general = _general_kvs(model, source_fields)
     threads = default_threads()
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    with atomic_file(out, overwrite=overwrite) as tmp:
+    f32 = tables.QTYPES["f32"]
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_file(out, overwrite=overwrite))
+        t0 = time.perf_counter()
+        # The F32 rendering: llama-quantize's input for K-quants, and the exact layout test of the
+        # read-back (verify.py, check 3) for every type but F32 itself.
+        needs_f32 = binary is not None or (cfg.verify and qt.name != "f32")
+        full = stack.enter_context(scratch_file(out.parent, f"{out.name}.f32")) if needs_f32 else None
+        if full is not None:
+            f32_written = writer.write_gguf(full, model, spec, f32, tok.kvs, general, progress=progress)
         if binary is None:
             written = writer.write_gguf(tmp, model, spec, qt, tok.kvs, general, progress=progress)
-            fallbacks = written.fallbacks()
-            route = "gguf-py"
+            fallbacks, route = written.fallbacks(), "gguf-py"
         else:
-            inter = tables.QTYPES[tables.KQUANT_INTERMEDIATE]
-            with scratch_file(out.parent, f"{out.name}.{inter.name}") as full:
-                written = writer.write_gguf(full, model, spec, inter, tok.kvs, general, progress=progress)
-                t1 = time.perf_counter()
-                fallbacks, _ = kquant.run_llama_quantize(binary, full, tmp, cfg.qtype, threads)
-                timings["quantize_s"] = time.perf_counter() - t1
+            written = f32_written
+            t1 = time.perf_counter()
+            fallbacks, _ = kquant.run_llama_quantize(binary, full, tmp, cfg.qtype, threads)
+            timings["quantize_s"] = time.perf_counter() - t1
             route = f"llama-quantize ({binary})"
         timings["write_s"] = time.perf_counter() - t0 - timings.get("quantize_s", 0.0)
         result = None
         if cfg.verify:
             t1 = time.perf_counter()
             result = verify_gguf(
-                tmp, model, tokenizer, spec, written.tensors, tok.kvs, qt,
+                tmp, model, tokenizer, spec, written.tensors, tok.kvs, f32_path=full,
                 prefix_caveat=tok.prefix_caveat, check_types=binary is None, n_threads=threads,
             )  # fmt: skip
             timings["verify_s"] = time.perf_counter() - t1

@@ -31,12 +31,22 @@ def default_threads() -> int:
     return max(1, min(8, cores // 2))
 
 
+GGML_TYPE_F32 = 0  # ggml_type enum value
+
 _WHY = re.compile(r"error|wrong|invalid|unknown|missing|not found", re.I)
 
 
 @contextlib.contextmanager
-def llama_model(path: Path, *, n_ctx: int = 512, logits_all: bool = True, vocab_only: bool = False, n_threads: int | None = None):
-    """Open a GGUF in llama-cpp-python; a load failure becomes one line with llama.cpp's reason."""
+def llama_model(
+    path: Path, *, n_ctx: int = 512, logits_all: bool = True, vocab_only: bool = False, n_threads: int | None = None,
+    f32_kv_cache: bool = False,
+):
+    """Open a GGUF in llama-cpp-python; a load failure becomes one line with llama.cpp's reason.
+
+    ``f32_kv_cache``: keep K and V in float32 instead of llama.cpp's default float16, so that logits
+    reflect the file's weights and not the cache's rounding (which a pruned model with large
+    activations can amplify to ~1% of the logit range).
+    """
     import llama_cpp
     from llama_cpp import _logger
 
@@ -52,6 +62,7 @@ def llama_model(path: Path, *, n_ctx: int = 512, logits_all: bool = True, vocab_
         llm = llama_cpp.Llama(
             model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, vocab_only=vocab_only,
             n_threads=threads, n_threads_batch=threads, verbose=False,
+            **({"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_kv_cache else {}),
         )  # fmt: skip
     except (ValueError, RuntimeError) as exc:
         reason = next((ln for ln in reversed(lines) if _WHY.search(ln) and "failed to load model" not in ln), str(exc))
@@ -73,23 +84,26 @@ def llama_logits(llm, ids: list[int]) -> np.ndarray:
 
 @dataclass
 class LlamaRun:
-    logits: list[np.ndarray]  # per prompt, (positions, vocab)
+    logits: list[list[np.ndarray]]  # per file, per prompt: (positions, vocab)
     tokens: list[list[int]]  # per line, no BOS/EOS, special tokens parsed
     tokens_with_specials: list[int] | None  # the first line with the vocabulary's BOS/EOS added
 
 
 def _run(request: dict) -> tuple[list[np.ndarray], dict]:
-    with llama_model(Path(request["path"]), n_ctx=request["n_ctx"], n_threads=request["n_threads"]) as llm:
-        logits = [llama_logits(llm, ids) for ids in request["prompts"]]
-        lines = request["lines"]
-        tokens = [llm.tokenize(ln.encode("utf-8"), add_bos=False, special=True) for ln in lines]
-        first = llm.tokenize(lines[0].encode("utf-8"), add_bos=True, special=True) if lines else None
+    logits = []
+    for path in request["paths"]:
+        with llama_model(Path(path), n_ctx=request["n_ctx"], n_threads=request["n_threads"], f32_kv_cache=True) as llm:
+            logits += [llama_logits(llm, ids) for ids in request["prompts"]]
+            lines = request["lines"]  # tokenized with the last file (the one being exported)
+            tokens = [llm.tokenize(ln.encode("utf-8"), add_bos=False, special=True) for ln in lines]
+            first = llm.tokenize(lines[0].encode("utf-8"), add_bos=True, special=True) if lines else None
     return logits, {"tokens": tokens, "tokens_with_specials": first}
 
 
-def run_in_child(path: Path, prompts: list[list[int]], lines: list[str], *, n_ctx: int, n_threads: int) -> LlamaRun:
-    """Logits and tokenizations from llama.cpp, computed in a child process (see module docstring)."""
-    request = {"path": str(path), "prompts": prompts, "lines": lines, "n_ctx": n_ctx, "n_threads": n_threads}
+def run_in_child(paths: list[Path], prompts: list[list[int]], lines: list[str], *, n_ctx: int, n_threads: int) -> LlamaRun:
+    """Logits of every file (F32 KV cache) and the last file's tokenizations, from llama.cpp in a
+    child process (see module docstring)."""
+    request = {"paths": [str(p) for p in paths], "prompts": prompts, "lines": lines, "n_ctx": n_ctx, "n_threads": n_threads}
     with tempfile.TemporaryDirectory(prefix="edgeprune-llamacpp-") as tmp:
         req = Path(tmp) / "request.json"
         req.write_text(json.dumps(request))
@@ -103,10 +117,12 @@ def run_in_child(path: Path, prompts: list[list[int]], lines: list[str], *, n_ct
                 raise EdgepruneError(err.read_text().strip())
             tail = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("#")]
             why = next((ln for ln in reversed(tail) if _WHY.search(ln) or "what()" in ln), tail[-1] if tail else "")
-            raise EdgepruneError(f"llama.cpp crashed running {Path(path).name} (exit {proc.returncode}): {why.strip()[:200]}")
+            names = ", ".join(Path(p).name for p in paths)
+            raise EdgepruneError(f"llama.cpp crashed running {names} (exit {proc.returncode}): {why.strip()[:200]}")
         meta = json.loads(result.read_text())
         with np.load(Path(tmp) / "logits.npz") as npz:
-            logits = [npz[f"arr_{i}"] for i in range(len(prompts))]
+            flat = [npz[f"arr_{i}"] for i in range(len(paths) * len(prompts))]
+    logits = [flat[i * len(prompts) : (i + 1) * len(prompts)] for i in range(len(paths))]
     return LlamaRun(logits, meta["tokens"], meta["tokens_with_specials"])
 
 
@@ -120,7 +136,8 @@ def _child_main(request_path: str) -> int:
         return 2
     except Exception as exc:  # llama-cpp-python's own errors (e.g. a failed decode)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        (tmp / "error.txt").write_text(f"llama.cpp failed running {Path(request['path']).name}: {first[:200]}")
+        names = ", ".join(Path(p).name for p in request["paths"])
+        (tmp / "error.txt").write_text(f"llama.cpp failed running {names}: {first[:200]}")
         return 2
     np.savez(tmp / "logits.npz", *logits)
     (tmp / "result.json").write_text(json.dumps(meta))

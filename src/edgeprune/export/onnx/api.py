@@ -98,25 +98,38 @@ def export_onnx(
     the torch model before the folder is renamed into place. Returns the export report, also
     written as ``export_report.json`` in the folder.
     """
-    cfg = OnnxExportConfig(quant=quant, block_size=block_size, exporter=exporter, verify=verify)
-    out = check_out_dir(out_dir, overwrite=overwrite)
+    cfg, out = preflight(out_dir, quant=quant, block_size=block_size, exporter=exporter, verify=verify, overwrite=overwrite)
     lm = prepare_model(model)
     threads = threads or os.cpu_count() or 1
-    if cfg.verify:
-        import onnxruntime  # noqa: F401  (fail before exporting, not after, if it is missing)
     try:
         return _export(model, lm, out, cfg, tokenizer=tokenizer, threads=threads, overwrite=overwrite)
     except OSError as exc:
         raise EdgepruneError(f"cannot write the ONNX export to {out}: {exc.strerror or exc}; check the disk and --out") from None
 
 
-def check_out_dir(out_dir: str | Path, *, overwrite: bool) -> Path:
+def preflight(
+    out_dir: str | Path, *, quant=None, block_size: int = 128, exporter: str = "dynamo", verify: bool = True,
+    overwrite: bool = False, option: str = "overwrite=True",
+) -> tuple[OnnxExportConfig, Path]:
+    """Every check that needs no model: the settings and the output folder. Returns (config, folder)."""
+    cfg = OnnxExportConfig(quant=quant, block_size=block_size, exporter=exporter, verify=verify)
+    out = check_out_dir(out_dir, overwrite=overwrite, option=option)
+    try:
+        import onnx  # noqa: F401
+        if cfg.verify or cfg.quant != "fp32":
+            import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise EdgepruneError(f"ONNX export needs {exc.name}: pip install {exc.name}") from None
+    return cfg, out
+
+
+def check_out_dir(out_dir: str | Path, *, overwrite: bool, option: str = "overwrite=True") -> Path:
     """Fail before any expensive work if ``out_dir`` cannot be (re)written; return it resolved."""
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise EdgepruneError(f"output {out} is a file: pass a folder name for the ONNX export")
     if out.exists() and not overwrite:
-        raise EdgepruneError(f"output {out} already exists: pass overwrite=True (--overwrite) to replace it, or choose another folder")
+        raise EdgepruneError(f"output {out} already exists: pass {option} to replace it, or choose another folder")
     ancestor = out.parent
     while not ancestor.exists():
         ancestor = ancestor.parent

@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: build the embedded default model for this machine (--resume: a second run reuses
+# finished stages), then show what was built.
 run: install
-	$(BIN)/edgeprune inspect smollm2-135m
-	$(BIN)/edgeprune generate --chat --prompt "Name three uses of a small language model on a phone." --max-new-tokens 48
+	$(BIN)/edgeprune build --target host --out dist/host --resume
+	cat dist/host/report.md
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,0 +1,136 @@
+"""From a device profile to a plan: format, runtime, quantization, width alignment, 2:4, budget.
+
+Every choice carries the reason it was made, so ``edgeprune build --dry-run`` can say *why*.
+Pure logic over profiles and the cost model: no torch, no weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from edgeprune.devices.cost import ArtifactCost, estimate_weight_bytes, predict
+from edgeprune.devices.profiles import DeviceProfile
+from edgeprune.errors import EdgepruneError
+
+RUNTIME_FOR_FORMAT = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
+# Which quant names each format understands (device profiles list both kinds in one preference list).
+FORMAT_QUANTS = {
+    "gguf": ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16", "f32"),
+    "onnx": ("int4", "int8", "fp32"),
+}
+# Format-neutral bit widths a recipe may ask for, resolved once the format is known.
+QUANT_ALIASES = {"4bit": {"gguf": "q4_0", "onnx": "int4"}, "8bit": {"gguf": "q8_0", "onnx": "int8"},
+                 "float": {"gguf": "f32", "onnx": "fp32"}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: object
+    why: str
+
+
+@dataclass
+class Plan:
+    target: str
+    format: Choice
+    runtime: Choice
+    quant: Choice
+    width_align: Choice
+    sparse_24: Choice
+    memory_budget_bytes: Choice
+    predicted: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {"target": self.target, "predicted": self.predicted}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Choice):
+                out[f.name] = {"value": v.value, "why": v.why}
+        return out
+
+    def lines(self) -> list[str]:
+        out = [f"plan for target {self.target}:"]
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Choice):
+                shown = f"{v.value / 2**20:.0f} MiB" if f.name == "memory_budget_bytes" else v.value
+                out.append(f"  {f.name:<20} {shown!s:<14} because {v.why}")
+        if self.predicted:
+            p = self.predicted
+            out.append(
+                f"  {'predicted':<20} decode {p['decode_tps']:.0f} tok/s, prefill {p['prefill_tps']:.0f} tok/s, "
+                f"{p['memory_bytes'] / 2**20:.0f} MiB ({'fits' if p['fits'] else 'does NOT fit'})"
+            )
+        return out
+
+
+def make_plan(
+    profile: DeviceProfile,
+    cost: ArtifactCost,
+    *,
+    format: str = "auto",
+    quant: str = "auto",
+    max_memory_bytes: int | None = None,
+    min_decode_tps: float | None = None,
+    prompt_tokens: int = 512,
+    gen_tokens: int = 128,
+) -> Plan:
+    """Choose how to build for ``profile``; raise EdgepruneError when the budget cannot be met."""
+    if format == "auto":
+        fmt = profile.preferred_formats[0]
+        why_fmt = f"{profile.name} prefers {', '.join(profile.preferred_formats)} (first listed)"
+        if profile.compute_engine == "gpu" and fmt == "gguf":
+            why_fmt += "; llama.cpp offloads all layers to the GPU there"
+    else:
+        fmt, why_fmt = format, "asked for in the recipe / on the command line"
+    if fmt not in FORMAT_QUANTS:
+        raise EdgepruneError(f"unknown format {fmt!r}: use gguf or onnx")
+    runtime = RUNTIME_FOR_FORMAT[fmt]
+    backends = "/".join(profile.runtimes.get(runtime, ("?",)))
+    if quant in QUANT_ALIASES:
+        quant = QUANT_ALIASES[quant][fmt]
+    if quant == "auto":
+        prefs = [q for q in profile.preferred_quant if q in FORMAT_QUANTS[fmt]]
+        q = prefs[0] if prefs else FORMAT_QUANTS[fmt][0]
+        why_q = f"first of {profile.name}'s preferred types for {fmt} ({', '.join(prefs) or 'none listed'})"
+    else:
+        if quant not in FORMAT_QUANTS[fmt]:
+            raise EdgepruneError(f"quant {quant!r} does not exist for {fmt}: use one of {', '.join(FORMAT_QUANTS[fmt])}")
+        q, why_q = quant, "asked for in the recipe / on the command line"
+
+    budget = max_memory_bytes or int(profile.usable_memory_gb * 1e9)
+    why_budget = "--max-memory" if max_memory_bytes else f"usable memory of {profile.name} ({profile.usable_memory_gb} GB)"
+    planned = dataclasses.replace(cost, weight_bytes=_planned_bytes(cost, q), quant=q)
+    pred = predict(profile, planned, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
+    if pred.memory_bytes > budget:
+        over = pred.memory_bytes - budget
+        smaller = [o for o in FORMAT_QUANTS[fmt] if _planned_bytes(cost, o) + (pred.memory_bytes - planned.weight_bytes) <= budget]
+        fix = f"use --quant {smaller[0]}" if smaller else "prune the model (e.g. a recipe with a prune step) or pick a bigger device"
+        raise EdgepruneError(
+            f"budget cannot be met on {profile.name}: {pred.memory_bytes / 2**20:.0f} MiB needed with {q} "
+            f"(weights + KV cache for {prompt_tokens + gen_tokens} tokens), {budget / 2**20:.0f} MiB allowed, "
+            f"{over / 2**20:.0f} MiB over; {fix}"
+        )
+    if min_decode_tps and pred.decode_tps < min_decode_tps:
+        need = min_decode_tps / pred.decode_tps
+        raise EdgepruneError(
+            f"--min-decode-tps {min_decode_tps:g} cannot be met on {profile.name}: predicted {pred.decode_tps:.1f} tok/s "
+            f"with {q}; decode is {pred.decode_bound}-bound, so about {need:.1f}x fewer bytes per token would be "
+            "needed (a smaller quant type or a pruning recipe)"
+        )
+    return Plan(
+        target=profile.name,
+        format=Choice(fmt, why_fmt),
+        runtime=Choice(runtime, f"{fmt} runs in {runtime} ({backends} on {profile.name})"),
+        quant=Choice(q, why_q),
+        width_align=Choice(profile.width_align, f"{profile.name}'s kernels want widths in multiples of {profile.width_align}"),
+        sparse_24=Choice(profile.sparse_24, profile.sparse_24_note),
+        memory_budget_bytes=Choice(budget, why_budget),
+        predicted=pred.to_dict(),
+    )
+
+
+def _planned_bytes(cost: ArtifactCost, quant: str) -> int:
+    # Norms and other 1-D tensors stay in f32; they are a rounding error at this scale.
+    return estimate_weight_bytes(cost.params, quant)

@@ -1,0 +1,104 @@
+"""The build report: report.json + report.md + two plots, from the stage manifests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edgeprune.fileio import atomic_file, write_text_atomic
+
+
+def write_report(ctx, header: dict) -> dict:
+    out: Path = ctx.out
+    finals = []
+    for art in ctx.artifacts[-1:]:  # the last export is what ships
+        src = Path(art["path"])
+        dst = out / src.name
+        if src.is_dir():
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(src, dst)
+        else:
+            with atomic_file(dst, overwrite=True) as tmp:
+                shutil.copyfile(src, tmp)
+        finals.append({**art, "path": str(dst)})
+    profile = next((s["figures"] for s in reversed(ctx.stages) if s["step"] == "profile"), None)
+    report = {
+        "target": ctx.target,
+        "model": header["model"],
+        "recipe": header["recipe"],
+        "plan": header["plan"],
+        "stages": [{"stage": s["stage"], "step": s["step"], "wall_s": s["wall_s"], "config": s["config"],
+                    "figures": {k: v for k, v in s["figures"].items() if k not in ("predicted", "summary")}}
+                   for s in ctx.stages],  # fmt: skip
+        "artifacts": finals,
+        "measured_host": None if profile is None else {k: profile[k] for k in ("runtime", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")},
+        "predicted": None if profile is None else profile["predicted"],
+    }
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.md", format_markdown(report) + "\n")
+    _plots(report, out)
+    return report
+
+
+def format_markdown(r: dict) -> str:
+    lines = [f"# edgeprune build: {r['model']} for {r['target']} (recipe {r['recipe']})", "", "## Plan", ""]
+    for key in ("format", "runtime", "quant", "width_align", "sparse_24", "memory_budget_bytes"):
+        c = r["plan"][key]
+        lines.append(f"- **{key}**: {c['value']} — {c['why']}")
+    lines += ["", "## Stages", "", "| stage | what | params | bytes | ppl | acc_avg | wall s |", "|---|---|---:|---:|---:|---:|---:|"]
+    for s in r["stages"]:
+        f = s["figures"]
+        what = f.get("what") or (f"{f.get('format')} {f.get('quant')}" if s["step"] == "export" else s["step"])
+        ppl = f"{f['ppl']:.3f}" if "ppl" in f else ""
+        acc = f"{f['acc_avg']:.3f}" if "acc_avg" in f else ""
+        lines.append(f"| {s['stage']} | {what} | {f.get('params', '')} | {f.get('bytes', '')} | {ppl} | {acc} | {s['wall_s']:.1f} |")
+    if r["measured_host"]:
+        m = r["measured_host"]
+        lines += ["", "## Measured on the host", "",
+                  f"{m['runtime']}: prefill {m['prefill_tps']:.1f} tok/s, decode {m['decode_tps']:.1f} tok/s, "
+                  f"TTFT {m['ttft_ms']:.0f} ms, peak RSS {m['peak_rss_mb']:.0f} MiB"]  # fmt: skip
+    if r["predicted"]:
+        lines += ["", "## Predicted (roofline cost model)", "", "| device | prefill tok/s | decode tok/s | TTFT ms | fits |", "|---|---:|---:|---:|---|"]
+        for name, p in r["predicted"].items():
+            mark = " (target)" if name == r["target"] else ""
+            lines.append(f"| {name}{mark} | {p['prefill_tps']:.0f} | {p['decode_tps']:.1f} | {p['ttft_ms']:.0f} | {'yes' if p['fits'] else 'no'} |")
+    lines += ["", "Artifacts: " + ", ".join(a["path"] for a in r["artifacts"])]
+    return "\n".join(lines)
+
+
+def _plots(r: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(s["figures"]["bytes"], s["figures"]["ppl"], s["figures"].get("what", s["stage"]))
+           for s in r["stages"] if "ppl" in s["figures"] and s["figures"].get("bytes")]  # fmt: skip
+    if pts:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p[0] / 2**20 for p in pts], [p[1] for p in pts], "o-")
+        for b, ppl, label in pts:
+            ax.annotate(label, (b / 2**20, ppl), fontsize=8)
+        ax.set_xlabel("MiB")
+        ax.set_ylabel("WikiText-2 perplexity")
+        ax.set_title("quality vs size across stages")
+        _save(fig, out / "quality_vs_size.png")
+    if r["predicted"]:
+        names = list(r["predicted"])
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.barh(names, [r["predicted"][n]["decode_tps"] for n in names], color="#4477aa")
+        ax.set_xscale("log")
+        ax.set_xlabel("predicted decode tok/s (log)")
+        ax.set_title("predicted decode speed by device")
+        _save(fig, out / "predicted_tps.png")
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_file(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,216 @@
+"""Run a recipe for a target: resumable stages, each written atomically with a manifest.
+
+Layout of ``--out DIR``::
+
+    DIR/build.json                 target, model source, recipe, plan (written first)
+    DIR/stages/NN-STEP/            one directory per step, renamed into place when complete
+        manifest.json              step config, inputs hash, figures, outputs (sha256 each)
+        model/ | model-q4_0.gguf | onnx/ ...
+    DIR/<final artifacts>          copies of the last exported artifacts
+    DIR/report.md, report.json, quality_vs_size.png, predicted_tps.png
+
+A stage's *inputs hash* chains the previous stage's hash with this step's config and the plan,
+so ``--resume`` skips exactly the stages whose inputs did not change. A stage killed half-way
+leaves only a hidden ``.NN-STEP.*.tmp`` directory, removed on the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeprune.build.plan import Plan, make_plan
+import edgeprune.build.steps  # noqa: F401  (registers export / evaluate / profile)
+from edgeprune.build.recipes import Recipe, parse_recipe
+from edgeprune.errors import EdgepruneError
+
+BUILD_FORMAT = 1
+
+
+@dataclass
+class BuildContext:
+    out: Path
+    target: str
+    model_source: str  # what edgeprune.models.load() reads for the current stage
+    source_gguf: str | None  # the original GGUF, whose tokenizer KVs the GGUF exporter copies
+    plan: Plan
+    calib: str | None
+    eval_data: str
+    artifacts: list[dict] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    _loaded: tuple | None = None  # (source, LoadedModel) cache across consecutive stages
+
+    def model(self):
+        from edgeprune.models import load
+
+        if self._loaded is None or self._loaded[0] != self.model_source:
+            self._loaded = (self.model_source, load(self.model_source))
+        return self._loaded[1]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _source_identity(source: str) -> dict:
+    """What the model source is, for the inputs hash: a name, or a file/dir with size and mtime."""
+    from edgeprune.describe import resolve_artifact
+
+    kind, path = resolve_artifact(source)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    return {"source": source, "kind": kind, "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
+
+
+def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max_memory_bytes: int | None = None,
+            min_decode_tps: float | None = None) -> tuple[Recipe, Plan, dict]:  # fmt: skip
+    """Validate everything that can be validated without loading weights (``--dry-run``)."""
+    from edgeprune.describe import describe, resolve_artifact
+    from edgeprune.devices.cost import artifact_cost
+    from edgeprune.devices.profiles import get_device
+    from edgeprune.models.builtin import DEFAULT_MODEL
+
+    problems = []
+    profile = recipe_obj = plan = info = None
+    try:
+        profile = get_device(target)
+    except EdgepruneError as exc:
+        problems.append(str(exc))
+    try:
+        recipe_obj = parse_recipe(recipe)
+    except EdgepruneError as exc:
+        problems.append(str(exc))
+    source = model or DEFAULT_MODEL
+    try:
+        resolve_artifact(source)
+        info = describe(source)
+    except EdgepruneError as exc:
+        problems.append(str(exc))
+    out = Path(out)
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    import os
+
+    if not os.access(probe, os.W_OK):
+        problems.append(f"cannot write the build to {out}: {probe} is not writable; choose another --out")
+    if profile is not None and info is not None and recipe_obj is not None:
+        export = next((s for s in recipe_obj.steps if s.STEP == "export"), None)
+        try:
+            plan = make_plan(profile, artifact_cost(info), format=getattr(export, "format", "auto"),
+                             quant=getattr(export, "quant", "auto"), max_memory_bytes=max_memory_bytes,
+                             min_decode_tps=min_decode_tps)  # fmt: skip
+        except EdgepruneError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise EdgepruneError(" | ".join(problems))
+    return recipe_obj, plan, info
+
+
+def build(
+    target: str = "host",
+    *,
+    model: str | None = None,
+    recipe: str | None = None,
+    out: str | Path | None = None,
+    calib: str | None = None,
+    eval_data: str = "wikitext2",
+    resume: bool = False,
+    max_memory_bytes: int | None = None,
+    min_decode_tps: float | None = None,
+    log=None,
+):
+    """Run a build; returns the report dict (also written to ``out/report.json``)."""
+    from edgeprune.build.recipes import DEFAULT_RECIPE
+    from edgeprune.build.report import write_report
+    from edgeprune.models.builtin import DEFAULT_MODEL, builtin_path, is_builtin
+
+    log = log or (lambda msg: print(msg, flush=True))
+    recipe = recipe or DEFAULT_RECIPE
+    source = model or DEFAULT_MODEL
+    out = Path(out or f"dist/{target}")
+    recipe_obj, plan, _ = prepare(target, model=source, recipe=recipe, out=out,
+                                  max_memory_bytes=max_memory_bytes, min_decode_tps=min_decode_tps)  # fmt: skip
+    header = {"format": BUILD_FORMAT, "target": target, "model": source, "recipe": recipe_obj.name,
+              "steps": [s.to_dict() for s in recipe_obj.steps], "plan": plan.to_dict()}  # fmt: skip
+    build_json = out / "build.json"
+    if out.exists() and any(out.iterdir()):
+        if not build_json.is_file():
+            raise EdgepruneError(f"{out} exists and is not an edgeprune build: choose another --out")
+        if not resume:
+            raise EdgepruneError(f"{out} already holds a build: pass --resume to continue it, or choose another --out")
+        previous = json.loads(build_json.read_text())
+        if {k: previous.get(k) for k in ("target", "model", "steps")} != {k: header[k] for k in ("target", "model", "steps")}:
+            log("note: target, model or recipe changed since the last run; stages whose inputs changed run again")
+    from edgeprune.fileio import write_text_atomic
+
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(build_json, json.dumps(header, indent=2) + "\n")
+    for stale in (out / "stages").glob(".*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)  # a stage killed mid-write
+
+    gguf = str(builtin_path(source)) if is_builtin(source) else (source if source.endswith(".gguf") else None)
+    ctx = BuildContext(out=out, target=target, model_source=source, source_gguf=gguf, plan=plan,
+                       calib=calib, eval_data=eval_data)  # fmt: skip
+    for line in plan.lines():
+        log(line)
+    prev = _hash(_source_identity(source), plan.to_dict()["format"], plan.to_dict()["quant"], calib, eval_data)
+    for i, cfg in enumerate(recipe_obj.steps, 1):
+        name = f"{i:02d}-{cfg.STEP}"
+        stage_dir = out / "stages" / name
+        inputs = _hash(prev, cfg.to_dict())
+        manifest_file = stage_dir / "manifest.json"
+        if manifest_file.is_file():
+            manifest = json.loads(manifest_file.read_text())
+            if manifest.get("inputs_hash") == inputs:
+                log(f"[{name}] done earlier (inputs unchanged): skipped")
+                _apply_outputs(ctx, stage_dir, manifest)
+                ctx.stages.append(manifest)
+                prev = inputs
+                continue
+            shutil.rmtree(stage_dir)
+        log(f"[{name}] running")
+        t0 = time.perf_counter()
+        from edgeprune.build.stages import run_stage
+        from edgeprune.models.cache import atomic_dir
+
+        with atomic_dir(stage_dir) as tmp:
+            figures, outputs = run_stage(ctx, cfg, tmp)
+            manifest = {
+                "stage": name, "step": cfg.STEP, "config": cfg.to_dict(), "inputs_hash": inputs,
+                "wall_s": round(time.perf_counter() - t0, 2), "figures": figures,
+                "outputs": {k: {"path": v, "sha256": sha256_file(tmp / v) if (tmp / v).is_file() else None}
+                            for k, v in outputs.items()},
+            }  # fmt: skip
+            write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        _apply_outputs(ctx, stage_dir, manifest)
+        ctx.stages.append(manifest)
+        log(f"[{name}] finished in {manifest['wall_s']:.1f}s: {_short(figures)}")
+        prev = inputs
+    return write_report(ctx, header)
+
+
+def _apply_outputs(ctx: BuildContext, stage_dir: Path, manifest: dict) -> None:
+    """Carry a finished stage's outputs into the context (the next stage's inputs)."""
+    outs = manifest.get("outputs", {})
+    if "model" in outs:
+        ctx.model_source = str(stage_dir / outs["model"]["path"])
+    for key, o in outs.items():
+        if key.startswith("artifact"):
+            fig = manifest["figures"]
+            ctx.artifacts.append({"path": str(stage_dir / o["path"]), "format": fig.get("format"),
+                                  "quant": fig.get("quant"), "bytes": fig.get("bytes"), "sha256": o["sha256"]})  # fmt: skip
+
+
+def _short(figures: dict) -> str:
+    keys = [k for k in ("ppl", "params", "bytes", "decode_tps", "prefill_tps") if k in figures]
+    return ", ".join(f"{k}={figures[k]:.4g}" if isinstance(figures[k], float) else f"{k}={figures[k]}" for k in keys)

@@ -1,0 +1,116 @@
+"""What each step does inside a build. Every function writes only into ``tmp`` (the stage's
+temporary directory) and returns (figures, outputs relative to the stage directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeprune.config import StepConfig, step_entry
+from edgeprune.errors import EdgepruneError
+
+
+def run_stage(ctx, cfg: StepConfig, tmp: Path) -> tuple[dict, dict]:
+    handler = _HANDLERS.get(cfg.STEP, _compress_stage)
+    return handler(ctx, cfg, tmp)
+
+
+def _param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _evaluate(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
+    """Perplexity (and zero-shot if asked) of the current model, or of the last exported artifact."""
+    from edgeprune.eval import Evaluator, PerplexityConfig, ZeroShotConfig
+
+    loaded = ctx.model()
+    if ctx.artifacts:
+        art = ctx.artifacts[-1]
+        subject = {"what": f"{art['format']} {art['quant']}", "bytes": art["bytes"], "path": art["path"]}
+        ev = Evaluator(art["path"], tokenizer=loaded.tokenizer)  # llama.cpp or onnxruntime backend
+    else:
+        params = _param_count(loaded.model)
+        subject = {"what": "torch fp32", "bytes": params * 4, "params": params}
+        ev = Evaluator(loaded.model, tokenizer=loaded.tokenizer)
+    figures = dict(subject)
+    try:
+        if cfg.ppl:
+            rep = ev.perplexity(PerplexityConfig(data=ctx.eval_data, seq_len=cfg.seq_len, limit_tokens=cfg.limit_tokens))
+            figures.update(ppl=rep.ppl, tokens=rep.tokens, seq_len=cfg.seq_len, windows=rep.windows)
+        if cfg.tasks:
+            results = ev.zeroshot(ZeroShotConfig(tasks=tuple(cfg.tasks), limit=cfg.limit))
+            figures["zeroshot"] = {r.task: r.acc for r in results}
+            figures["acc_avg"] = sum(r.acc for r in results) / len(results)
+    finally:
+        ev.close()
+    return figures, {}
+
+
+def _export(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
+    fmt = ctx.plan.format.value if cfg.format == "auto" else cfg.format
+    quant = ctx.plan.quant.value if cfg.quant == "auto" else cfg.quant
+    loaded = ctx.model()
+    if fmt == "gguf":
+        from edgeprune.export.gguf import export_gguf
+
+        name = f"model-{quant}.gguf"
+        report = export_gguf(loaded.model, loaded.tokenizer, tmp / name, qtype=quant, source_gguf=ctx.source_gguf,
+                             verify=cfg.verify, progress=False)  # fmt: skip
+        path = tmp / name
+        size = path.stat().st_size
+    elif fmt == "onnx":
+        from edgeprune.export.onnx import export_onnx
+
+        name = f"onnx-{quant}"
+        report = export_onnx(loaded.model, tmp / name, tokenizer=loaded.tokenizer,
+                             quant=None if quant == "fp32" else quant, verify=cfg.verify)  # fmt: skip
+        path = tmp / name
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in (".onnx", ".data"))
+        onnx_files = sorted(path.glob("*.onnx"))
+        name = str(Path(name) / onnx_files[0].name) if onnx_files else name
+    else:
+        raise EdgepruneError(f"unknown export format {fmt!r}")
+    rep = report.to_dict() if hasattr(report, "to_dict") else {}
+    figures = {"format": fmt, "quant": quant, "bytes": size, "verify": rep.get("verify", rep.get("verified"))}
+    return figures, {"artifact": name}
+
+
+def _profile(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
+    from edgeprune.describe import describe
+    from edgeprune.devices.cost import artifact_cost, predict
+    from edgeprune.devices.profiles import device_names, get_device
+    from edgeprune.runtime.profile import profile
+
+    if not ctx.artifacts:
+        raise EdgepruneError("profile step has no exported artifact to measure: put an export step before it")
+    art = ctx.artifacts[-1]
+    res = profile(art["path"], prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, reps=cfg.reps)
+    cost = artifact_cost(describe(art["path"]))
+    predicted = {n: predict(get_device(n), cost, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens).to_dict()
+                 for n in device_names()}  # fmt: skip
+    s = res.summary
+    figures = {
+        "runtime": res.runtime, "artifact": art["path"], "bytes": art["bytes"],
+        "prefill_tps": s["prefill_tps"]["median"], "decode_tps": s["decode_tps"]["median"],
+        "ttft_ms": s["ttft_ms"]["median"], "peak_rss_mb": s["peak_rss_mb"]["median"],
+        "summary": s, "predicted": predicted,
+    }  # fmt: skip
+    return figures, {}
+
+
+def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
+    """Any registered compression step: apply it, save the new model for the next stage."""
+    entry = step_entry(cfg)
+    if entry.apply is None:
+        raise EdgepruneError(f"step {cfg.STEP!r} has no implementation registered in this installation")
+    loaded = ctx.model()
+    result = entry.apply(loaded.model, cfg, calib=ctx.calib, tokenizer=loaded.tokenizer)
+    model, report = result if isinstance(result, tuple) else (result, {})
+    model.save_pretrained(tmp / "model")
+    loaded.tokenizer.save_pretrained(tmp / "model")
+    figures = {"params": _param_count(model), "bytes": _param_count(model) * 4}
+    rep = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
+    figures.update({k: v for k, v in rep.items() if isinstance(v, (int, float, str, bool))})
+    return figures, {"model": "model"}
+
+
+_HANDLERS = {"evaluate": _evaluate, "export": _export, "profile": _profile}

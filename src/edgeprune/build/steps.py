@@ -1,0 +1,67 @@
+"""Build-level step configs: export, evaluate, profile. Compression steps register themselves in
+``edgeprune.compress``; all share the registry in ``edgeprune.config``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeprune.config import StepConfig, register_step
+
+QUANT_ALIASES = ("4bit", "8bit", "float")  # resolved per format by the plan
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k")
+ONNX_QUANTS = ("fp32", "int8", "int4")
+
+
+@register_step("export")
+@dataclass(frozen=True)
+class Export(StepConfig):
+    """Write a deployable artifact: GGUF for llama.cpp or ONNX for onnxruntime."""
+
+    format: str = "auto"  # "auto": the target's preferred format
+    # GGUF type (q8_0, q4_0, ...), ONNX quant (fp32, int8, int4), a bit width (4bit, 8bit, float)
+    # resolved for the chosen format, or "auto": the target's preferred type
+    quant: str = "auto"
+    verify: bool = True
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.format not in ("auto", "gguf", "onnx"):
+            problems.append(f"export format must be auto, gguf or onnx, got {self.format!r}")
+        valid = {"gguf": GGUF_TYPES, "onnx": ONNX_QUANTS}.get(self.format, GGUF_TYPES + ONNX_QUANTS) + QUANT_ALIASES
+        if self.quant != "auto" and self.quant not in valid:
+            problems.append(f"export quant {self.quant!r} is not one of {', '.join(valid)}")
+        return problems
+
+
+@register_step("evaluate")
+@dataclass(frozen=True)
+class Evaluate(StepConfig):
+    """Measure quality: WikiText-2 perplexity and optional zero-shot tasks."""
+
+    ppl: bool = True
+    seq_len: int = 1024
+    limit_tokens: int | None = 16384  # a fixed prefix (16 windows of 1024) of the test set keeps builds short; None = all
+    tasks: tuple[str, ...] = ()
+    limit: int | None = 200  # examples per zero-shot task
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.seq_len < 16:
+            problems.append(f"evaluate seq_len must be >= 16, got {self.seq_len}")
+        if self.limit_tokens is not None and self.limit_tokens < self.seq_len:
+            problems.append(f"evaluate limit_tokens ({self.limit_tokens}) is shorter than one window ({self.seq_len})")
+        return problems
+
+
+@register_step("profile")
+@dataclass(frozen=True)
+class Profile(StepConfig):
+    """Measure speed and memory of the exported artifacts on the host (llama-bench methodology)."""
+
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    reps: int = 3
+
+    def check(self) -> list[str]:
+        bad = [k for k in ("prompt_tokens", "gen_tokens", "reps") if getattr(self, k) < 1]
+        return [f"profile {k} must be >= 1" for k in bad]

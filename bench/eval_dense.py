@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         rows.append({"task": "wikitext2", "seq_len": seq_len, "n": r.windows, "tokens": r.tokens, "ppl": r.ppl,
                      "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s, "corpus_tokens": r.corpus_tokens,
                      "dropped_tokens": r.dropped_tokens, "last_window": r.last_window, "tokenize_s": r.tokenize_s,
-                     "threads": r.threads})  # fmt: skip
+                     "cpu_s": getattr(r, "cpu_s", None), "threads": r.threads})  # fmt: skip
         print(f"wikitext2 @{seq_len}: ppl {r.ppl:.4f} over {r.windows} windows / {r.tokens} tokens in {r.wall_s:.0f}s "
               f"({r.tokens_per_s:.0f} tokens/s)", flush=True)  # fmt: skip
         save(False)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         (r,) = ev.zeroshot(ZeroShotConfig(tasks=(task,), limit=args.limit))
         rows.append({"task": task, "seq_len": None, "n": r.n, "tokens": r.tokens, "acc": r.acc, "acc_stderr": r.acc_stderr,
                      "acc_norm": r.acc_norm, "acc_norm_stderr": r.acc_norm_stderr, "wall_s": r.wall_s,
-                     "tokens_per_s": r.tokens_per_s, "n_total": r.n_total})  # fmt: skip
+                     "tokens_per_s": r.tokens_per_s, "cpu_s": getattr(r, "cpu_s", None), "n_total": r.n_total})  # fmt: skip
         norm = f", acc_norm {r.acc_norm:.4f}" if r.acc_norm is not None else ""
         print(f"{task}: acc {r.acc:.4f}{norm} (n {r.n}) in {r.wall_s:.0f}s ({r.tokens_per_s:.0f} tokens/s)", flush=True)
         save(False)

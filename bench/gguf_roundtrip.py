@@ -1,8 +1,10 @@
 """Bench: the default model (SmolLM2-135M) through GGUF and back in llama.cpp, dense and pruned.
 
 Models: ``dense`` (the stock Llama, written as arch ``llama``) and ``pruned`` (whole KV groups and
-MLP channels cut at random per layer, seeded, MLP widths multiples of 32: an ``edgeprune_llama``
-model written as arch ``deci``; a stand-in until importance-based pruning lands). Types: F32, F16,
+MLP channels cut at random per layer, seeded, MLP widths multiples of 32, the first and last 4
+layers kept whole: an ``edgeprune_llama`` model written as arch ``deci``; a stand-in until
+importance-based pruning lands. Cutting the outer layers too leaves a model with perplexity ~1e5,
+whose numbers say little). Types: F32, F16,
 Q8_0, Q4_0. Per row: file bytes, llama.cpp load time, WikiText-2 test perplexity from llama.cpp and
 from torch on the same token windows, max |dlogit| and top-1 agreement on 8 prompts, tokenization
 vs transformers on 1,000 WikiText-2 lines, prefill and decode tokens/s in llama.cpp.
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--lines", type=int, default=1000, help="WikiText-2 lines for the tokenization check")
     p.add_argument("--attn-keep", type=float, default=0.67, help="mean share of KV groups the pruned model keeps")
     p.add_argument("--mlp-keep", type=float, default=0.6, help="mean share of MLP channels the pruned model keeps")
+    p.add_argument("--protect", type=int, default=4, help="keep the first and last N layers whole")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="llama.cpp and torch threads (default: half the cores)")
     p.add_argument("--out", default=str(HERE / "results" / "gguf_roundtrip.json"))
@@ -99,7 +102,9 @@ def main(argv=None) -> int:
     quants = [q for q in args.quants.split(",") if q]
     loaded = load("smollm2-135m")
     dense, tok = loaded
-    pruned = cut_widths(dense, random_keep(to_per_layer(dense).config, attn_keep=args.attn_keep, mlp_keep=args.mlp_keep, seed=args.seed))
+    n_layers = dense.config.num_hidden_layers
+    keep = random_keep(to_per_layer(dense).config, attn_keep=args.attn_keep, mlp_keep=args.mlp_keep, seed=args.seed)
+    pruned = cut_widths(dense, {i: k for i, k in keep.items() if args.protect <= i < n_layers - args.protect})
     models = {k: v for k, v in {"dense": dense, "pruned": pruned}.items() if k in args.models.split(",")}
     ppl_cfg = PerplexityConfig(seq_len=args.seq_len, limit_tokens=args.windows * args.seq_len)
     hf_tok = HFTokenizer(tok)
@@ -114,6 +119,7 @@ def main(argv=None) -> int:
         "threads": threads, "kv_cache": "f16 (llama.cpp default)",
         "pruned": {"method": "random whole KV groups and MLP channels per layer (compress.cut.random_keep)",
                    "attn_keep": args.attn_keep, "mlp_keep": args.mlp_keep, "seed": args.seed,
+                   "layers_kept_whole": f"first and last {args.protect}",
                    "heads": pc.heads_per_layer(), "kv_heads": pc.kv_heads_per_layer(), "mlp": pc.intermediate_per_layer(),
                    "params": sum(p.numel() for p in pruned.parameters()),
                    "dense_params": sum(p.numel() for p in dense.parameters())},

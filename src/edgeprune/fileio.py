@@ -49,6 +49,8 @@ def atomic_file(final: str | Path, *, overwrite: bool = False, option: str = "ov
     os.close(fd)
     tmp = Path(name)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        os.chmod(tmp, _replaced_mode(final))
         yield tmp
         if final.exists() and not overwrite:  # appeared while we were working
             raise EdgepruneError(f"output {final} appeared while exporting: pass {option} to replace it")
@@ -56,6 +58,16 @@ def atomic_file(final: str | Path, *, overwrite: bool = False, option: str = "ov
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _replaced_mode(final: Path) -> int:
+    """The mode of the file being replaced, else 0666 less the umask."""
+    try:
+        return final.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text_atomic(final: str | Path, text: str) -> Path:

@@ -141,3 +141,24 @@ def test_eval_modules_import_no_heavy_backend():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_onednn_linears_compute_the_same_and_restore_the_model(model, tok):
+    from torch import nn
+
+    from edgeprune.eval.onednn import available, onednn_linears
+
+    if not available():
+        pytest.skip("oneDNN is not available in this torch build")
+    backend = TorchBackend(model, tok)
+    before = backend.token_logprobs(SEQS)
+    with backend.session() as n_packed:
+        assert n_packed == sum(1 for m in model.modules() if type(m) is nn.Linear)
+        inside = backend.token_logprobs(SEQS)
+        inside_branches = backend.branch_logprobs(GROUPS)
+    for a, b in zip(before, inside):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(inside_branches[0][0], backend.branch_logprobs(GROUPS)[0][0], atol=1e-5)
+    assert not any("forward" in vars(m) for m in model.modules())  # every Linear is itself again
+    with onednn_linears(model, enabled=False) as n_packed:
+        assert n_packed == 0

@@ -89,8 +89,9 @@ def test_perplexity_weights_windows_by_tokens(tmp_path):
 
 
 def test_perplexity_bad_input(tmp_path):
+    corpus = str(_corpus(tmp_path, 23))
     with pytest.raises(EdgepruneError, match="longer than the model's context"):
-        evaluate_perplexity(ConstantBackend(), PerplexityConfig(data="x", seq_len=65), progress=False)
+        evaluate_perplexity(ConstantBackend(), PerplexityConfig(data=corpus, seq_len=65), progress=False)
     with pytest.raises(EdgepruneError, match="no such text file"):
         evaluate_perplexity(ConstantBackend(), PerplexityConfig(data=str(tmp_path / "none.txt"), seq_len=4), progress=False)
     empty = tmp_path / "empty.txt"

@@ -174,3 +174,13 @@ def test_cli_exports_a_saved_model(tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"wrote {out}: llama, q8_0" in text and "tokenization identical on" in text
     assert (tmp_path / "m.report.json").is_file()
+
+
+def test_output_gets_ordinary_permissions(tmp_path):
+    import os
+
+    export_gguf(tiny_llama(), None, tmp_path / "m.gguf", qtype="f32", verify=False, progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("m.gguf", "m.report.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600

@@ -160,3 +160,11 @@ def test_no_verify_skips_llama_cpp(tmp_path):
     assert report.verify is None and not report.verified
     assert report.tensor_types == {"F32": 7, "Q5_1": 22, "Q8_0": 1}
     assert report.bytes == (tmp_path / "n.gguf").stat().st_size
+
+
+def test_bfloat16_model_is_checked_against_float32_arithmetic(tmp_path):
+    import torch
+
+    report = export_gguf(tiny_llama().to(torch.bfloat16), None, tmp_path / "b.gguf", qtype="bf16", progress=False)
+    assert report.verified and report.verify["weight_rel_rms_error"]["BF16"] == 0.0  # bf16 weights stored as they are
+    assert report.verify["layout"]["rel_diff"] < 1e-4

@@ -118,3 +118,31 @@ def test_existing_output_is_not_replaced_without_overwrite(packed_dir):
     with pytest.raises(EdgepruneError, match="already exists"):
         save_packed(model, packed_dir)
     save_packed(model, packed_dir, overwrite=True)
+
+
+def test_one_shot_slorb_packs_and_reloads_exactly(tmp_path):
+    from edgeprune.compress.sparse_modules import SLoRBLinear
+
+    model, _ = nm_prune(tiny_llama(), NMPrune(method="sparsegpt", slorb_k=16, quant=WeightQuant(group_size=32),
+                                              calib_dtype="float32"), _calib(), progress=False)  # fmt: skip
+    assert isinstance(model.model.layers[0].mlp.up_proj, SLoRBLinear)
+    with torch.no_grad():
+        ref = model(_ids()).logits
+    rep = save_packed(model, tmp_path / "s")
+    loaded, _ = load_packed(tmp_path / "s")
+    with torch.no_grad():
+        assert torch.equal(loaded(_ids()).logits, ref)
+    assert rep.bytes_by_part["slorb"] > 0
+
+
+def test_4_8_pattern_uses_a_bitmask_and_reloads_exactly(tmp_path):
+    model, _ = nm_prune(tiny_llama(), NMPrune(pattern="4:8", method="magnitude", quant=WeightQuant(bits=8, group_size=32, method="rtn")),
+                        None, progress=False)  # fmt: skip
+    with torch.no_grad():
+        ref = model(_ids()).logits
+    rep = save_packed(model, tmp_path / "p48", nm=(4, 8))
+    loaded, _ = load_packed(tmp_path / "p48")
+    with torch.no_grad():
+        assert torch.equal(loaded(_ids()).logits, ref)
+    n_weights = sum(m.weight.numel() for n, m in model.named_modules() if n.endswith("_proj"))
+    assert rep.bytes_by_part["positions"] == n_weights // 8  # one bit per dense weight

@@ -59,3 +59,16 @@ def test_gptq_error_is_at_most_rtn_error_and_keeps_zeros(bits, sym, group):
     assert torch.equal(res.weight[~keep], torch.zeros(int((~keep).sum())))
     assert torch.equal(res.quantized.dequantize(), res.weight)  # the codes reproduce the weights exactly
     assert int(res.quantized.codes.min()) >= spec.qmin and int(res.quantized.codes.max()) <= spec.qmax
+
+
+def test_slorb_least_squares_lowers_the_error_where_the_group_mean_does_not():
+    from edgeprune.compress.sparse_modules import slorb_dense, slorb_init, slorb_lstsq
+
+    w, _, h = _layer()
+    res = sparsegpt_prune(w, h, nm=(2, 4))
+    resid = w - res.weight
+    base = hessian_error(w, res.weight, h)
+    fitted = hessian_error(w, res.weight + slorb_dense(slorb_lstsq(resid, h, 16), 16), h)
+    assert fitted < base
+    mean = hessian_error(w, res.weight + slorb_dense(slorb_init(resid, 16), 16), h)
+    assert fitted < mean

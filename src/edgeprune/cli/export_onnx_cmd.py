@@ -1,4 +1,4 @@
-"""``edgeprune export onnx --model M [--quant int8|int4] --out DIR``: write and verify an ONNX decoder."""
+"""``edgeprune export onnx --model M [--quant int8|int8-dynamic|int4] --out DIR``: write and verify an ONNX decoder."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="HF directory, .gguf file or built-in name (default: smollm2-135m)")
     p.add_argument("--out", required=True, help="the folder to write (must not exist, unless --overwrite)")
     p.add_argument("--quant", default="fp32", metavar="Q", help=f"one of {', '.join(QUANTS)} (default fp32)")
-    p.add_argument("--block-size", type=int, default=128, metavar="N",
-                   help=f"int4 weights per scale, one of {', '.join(map(str, BLOCK_SIZES))} (default 128)")  # fmt: skip
+    p.add_argument("--block-size", type=int, default=32, metavar="N",
+                   help=f"int8/int4 weights per scale, one of {', '.join(map(str, BLOCK_SIZES))} (default 32)")  # fmt: skip
     p.add_argument("--exporter", default="dynamo", choices=EXPORTERS,
                    help="torch.onnx exporter (default dynamo, falling back to torchscript if it fails)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the check (default: all cores)")

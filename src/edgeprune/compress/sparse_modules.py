@@ -27,12 +27,28 @@ def group_sum(x: torch.Tensor, k: int) -> torch.Tensor:
 def slorb_init(residual: torch.Tensor, k: int) -> torch.Tensor:
     """AST's "mean" initialisation: ``L[n, g]`` = mean of ``residual[n, g*k:(g+1)*k]``.
 
-    With ``residual = (1 - M) ⊙ W`` (the pruned weights) this is the paper's initialisation; after
-    SparseGPT (which also moved the kept weights) edgeprune passes ``W_dense - W_sparse``. Either way
-    ``L ⊗ 1_k`` is the least-squares best group-constant approximation of the residual.
+    With ``residual = (1 - M) ⊙ W`` (the pruned weights) this is the paper's initialisation:
+    ``L ⊗ 1_k`` is the unweighted least-squares group-constant fit of the residual.
     """
     out_f, in_f = residual.shape
     return residual.reshape(out_f, in_f // k, k).mean(-1)  # (out, in) -> (out, in/k, k) -> (out, in/k)
+
+
+def slorb_lstsq(residual: torch.Tensor, hessian: torch.Tensor, k: int, damp: float = 0.01) -> torch.Tensor:
+    """The Hessian-weighted least-squares ``L``: ``argmin_L tr((R - L S) H (R - L S)^T)``.
+
+    ``L = R H S^T (S H S^T + lambda I)^-1`` with ``H = X X^T`` (``(in, in)``) and ``lambda = damp *
+    mean(diag(S H S^T))``: the SLoRB term that best reproduces the residual's *outputs* on the
+    calibration inputs. Used after SparseGPT / Wanda, where AST's group mean raises the layer error
+    (the kept weights already compensate part of what was pruned).
+    """
+    out_f, in_f = residual.shape
+    h = hessian.double()
+    g = in_f // k
+    shs = h.reshape(g, k, g, k).sum((1, 3))  # S H S^T: (in, in) -> (in/k, k, in/k, k) -> (in/k, in/k)
+    rhs = (residual.double() @ h).reshape(out_f, g, k).sum(-1)  # R H S^T: (out, in) -> (out, in/k, k) -> (out, in/k)
+    shs = shs + damp * float(torch.diag(shs).mean()) * torch.eye(g, dtype=shs.dtype)
+    return torch.linalg.solve(shs, rhs.T).T.float()  # shs is symmetric: L = rhs shs^-1
 
 
 def slorb_dense(slorb_l: torch.Tensor, k: int) -> torch.Tensor:

@@ -8,6 +8,9 @@ Steps (strict configs, registered in ``edgeprune.compress.registry``, applied wi
   or unstructured mask, by ``magnitude`` (no data), ``wanda`` or ``sparsegpt`` (OBS weight update).
   Data-driven methods calibrate layer by layer on the pruned stream (``calibrate.sequential``).
   An optional nested ``quant`` quantizes each layer right after pruning it, in the same pass.
+  ``slorb_k > 0`` also fits a SLoRB term per Linear (``sparse_modules.slorb_lstsq``: the
+  Hessian-weighted least-squares fit of what pruning removed) and swaps in a ``SLoRBLinear``, so
+  the next layers are calibrated on the corrected stream.
 - :class:`WeightQuant` (``weight_quant``): int4/int8 group-wise quantization of the decoder
   Linears by round-to-nearest (``rtn``, no data) or ``gptq``; zeros stay exactly zero (so an N:M
   model stays N:M). ``embedding="int8"`` also stores the token embedding (and an untied LM head)
@@ -35,6 +38,7 @@ from edgeprune.compress.calibrate import CALIB_DTYPES, block_linears, decoder_la
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.quantize import GROUP_SIZES, QuantizedWeight, QuantSpec, check_group, rtn_quantize
 from edgeprune.compress.registry import register
+from edgeprune.compress.sparse_modules import SLoRBLinear, replace_module, slorb_lstsq
 from edgeprune.compress.sparsegpt import gptq_quantize, sparsegpt_prune
 from edgeprune.errors import EdgepruneError
 
@@ -90,6 +94,7 @@ class NMPrune(StrictConfig):
     method: str = "wanda"  # magnitude | wanda | sparsegpt
     sparsity: float = 0.5  # fraction removed, for pattern "unstructured" only
     quant: WeightQuant | None = None  # quantize each layer right after pruning it, in the same pass
+    slorb_k: int = 0  # > 0: add a SLoRB term per Linear (groups of k inputs), fitted by Hessian least squares
     batch_size: int = 8  # calibration windows per block forward
     blocksize: int = 128  # SparseGPT column block
     damp: float = 0.01  # SparseGPT damping, a fraction of mean(diag(H))
@@ -106,6 +111,7 @@ class NMPrune(StrictConfig):
         p += check_fraction("sparsity", self.sparsity, low_open=False)
         if self.quant is not None and not isinstance(self.quant, WeightQuant):
             p.append(f"quant must be a weight_quant mapping, got {self.quant!r}")
+        p += check_int("slorb_k", self.slorb_k, minimum=0)
         p += check_int("batch_size", self.batch_size, minimum=1) + check_int("blocksize", self.blocksize, minimum=1)
         p += check_fraction("damp", self.damp, high=10.0) + check_choice("calib_dtype", self.calib_dtype, tuple(CALIB_DTYPES))
         return p
@@ -208,6 +214,18 @@ def quantize_embeddings(model, cfg: WeightQuant) -> None:
         attach_quant(head, rtn_quantize(head.weight.detach().float(), spec))
 
 
+def _with_slorb(layer: nn.Module, name: str, lin: nn.Linear, k: int) -> SLoRBLinear:
+    """Swap ``lin`` (at ``name`` inside ``layer``) for a SLoRBLinear with the same weights and L = 0."""
+    if isinstance(lin, SLoRBLinear):
+        return lin
+    new = SLoRBLinear(lin.in_features, lin.out_features, bias=lin.bias is not None, slorb_k=k, device="meta")
+    new.weight = lin.weight
+    new.bias = lin.bias
+    new.slorb_L = nn.Parameter(torch.zeros(lin.out_features, lin.in_features // k, dtype=lin.weight.dtype))
+    replace_module(layer, name, new)
+    return new
+
+
 # -- the steps ----------------------------------------------------------------------------------------
 
 
@@ -220,12 +238,25 @@ def nm_prune(model, cfg: NMPrune, calib=None, *, train_data=None, progress: bool
     data_needed = cfg.method != "magnitude" or (cfg.quant is not None and cfg.quant.method == "gptq")
     ids = _needs_calib(calib, f"method {cfg.method}" + (" with gptq" if cfg.quant else "")) if data_needed else None
     report = SparsifyReport(step=cfg.kind, config=cfg.to_dict(), calibration=calib.describe() if ids is not None else None)
-    hessian = cfg.method == "sparsegpt" or (cfg.quant is not None and cfg.quant.method == "gptq")
+    hessian = cfg.method == "sparsegpt" or (cfg.quant is not None and cfg.quant.method == "gptq") or cfg.slorb_k > 0
+    if cfg.slorb_k:
+        for i, layer in enumerate(decoder_layers(model)):
+            for name, lin in block_linears(layer).items():
+                if lin.in_features % cfg.slorb_k:
+                    raise EdgepruneError(
+                        f"SLoRB group size {cfg.slorb_k} does not divide the input width {lin.in_features} of "
+                        f"layers.{i}.{name}: pick a slorb_k dividing it or 0"
+                    )
+        if ids is None:
+            ids = _needs_calib(calib, "slorb_k > 0 (a Hessian least-squares fit)")
+            report.calibration = calib.describe()
     obs = [0.0]
 
     def process(i, layer, linears, stats):
         out = {"layer": i}
         for name, lin in linears.items():
+            if cfg.slorb_k:
+                lin = _with_slorb(layer, name, lin, cfg.slorb_k)
             w = lin.weight.detach().float()
             if cfg.method == "sparsegpt":
                 res = sparsegpt_prune(w, stats[name].xtx, nm=nm, sparsity=cfg.sparsity, blocksize=cfg.blocksize, damp=cfg.damp)
@@ -235,6 +266,8 @@ def nm_prune(model, cfg: NMPrune, calib=None, *, train_data=None, progress: bool
                 keep = mk.make_mask(scores, nm, cfg.sparsity, per_row=cfg.method == "wanda")
                 new = torch.where(keep, w, torch.zeros((), dtype=w.dtype))
             with torch.no_grad():
+                if cfg.slorb_k:  # fit L to what this Linear lost, on its calibration inputs
+                    lin.slorb_L.copy_(slorb_lstsq(w - new, stats[name].xtx, cfg.slorb_k, cfg.damp).to(lin.slorb_L.dtype))
                 lin.weight.copy_(new.to(lin.weight.dtype))
             report.params_pruned += int((new == 0).sum())
             if cfg.quant is not None:

@@ -82,7 +82,7 @@ class StructuredPrune(StrictConfig):
     delta: float = 0.02  # Adapt-Pruner's per-mini-step sparsity increment (ratio 1.0 / 50 steps)
     amplitude: float = 0.02  # A: how far layer importance moves a layer's sparsity (released scripts: 0.02)
     max_sparsity: float = 0.99  # per-layer cap, as in the official code
-    calib_windows: int = 32  # windows drawn from the calibration pool per mini-step (or per one-shot pass)
+    calib_windows: int = 16  # windows drawn from the pool per mini-step or one-shot pass (official: 512 x 64 tokens; 2 CPU cores)
     micro_batch: int = 4  # windows per forward/backward in calibration
     keep_first: int = 1  # uniform methods: this many first layers stay dense (LLM-Pruner keeps the first ones)
     keep_last: int = 1  # uniform methods: this many last layers stay dense
@@ -256,7 +256,7 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
     )  # fmt: skip
     gen = torch.Generator().manual_seed(cfg.seed)
     teacher = dense if (cfg.train is not None and cfg.train.kd_alpha > 0) else None
-    student = copy.deepcopy(dense) if cfg.train is not None else dense
+    student = dense  # never trained in place: copied below if a stage leaves it uncut
     teacher_flags = {p: p.requires_grad for p in teacher.parameters()} if teacher is not None else {}
     for p in teacher_flags:
         p.requires_grad_(False)
@@ -271,6 +271,10 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
         student.eval()
         student = prune(student, stage_target, cfg, calib, gen, report, stage=stage, progress=progress)
         if cfg.train is not None:
+            if student is dense:
+                student = copy.deepcopy(dense)
+                for p in student.parameters():  # the teacher's flags were copied too
+                    p.requires_grad_(True)
             rep = train(student, train_data.ids, cfg.train, tokens=stage_tokens[stage - 1], teacher=teacher,
                         step_offset=steps_done, total_steps=total_steps, progress=progress)  # fmt: skip
             steps_done += rep.steps

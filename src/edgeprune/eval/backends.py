@@ -19,6 +19,7 @@ imported inside their backends only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -105,14 +106,21 @@ class Backend(Protocol):
     def describe(self) -> dict: ...
 
 
+_LSE_ROWS = 128  # rows per log-sum-exp chunk: 128 x 49152 floats = 25 MB, stays in the L3 cache
+
+
 def _target_logprobs(logits, targets) -> np.ndarray:
     """``log_softmax(logits)[i, targets[i]]`` as float64; logits (n, vocab) torch, any float dtype."""
     import torch
 
-    logits = logits.float()
     tgt = torch.as_tensor(list(targets), dtype=torch.long)
-    picked = logits.gather(-1, tgt[:, None])[:, 0]
-    return (picked - torch.logsumexp(logits, dim=-1)).double().numpy()
+    out = torch.empty(len(tgt), dtype=torch.float64)
+    # In row chunks: the max/subtract/exp passes of log-sum-exp then run in cache, not in RAM.
+    for start in range(0, len(tgt), _LSE_ROWS):
+        rows = logits[start : start + _LSE_ROWS].float()
+        picked = rows.gather(-1, tgt[start : start + _LSE_ROWS, None])[:, 0]
+        out[start : start + _LSE_ROWS] = picked - torch.logsumexp(rows, dim=-1)
+    return out.numpy()
 
 
 def _pad(rows: Sequence[Sequence[int]], width: int):
@@ -195,6 +203,10 @@ class _PrefixCacheBackend:
             out[g].append(np.concatenate([head, rest]))
         return out
 
+    def session(self):
+        """A context held around a whole evaluation (setup worth doing once, undone after)."""
+        return contextlib.nullcontext()
+
     def describe(self) -> dict:
         return {"backend": self.name, "dtype": self.dtype, "tokenizer": self.tokenizer.name, "max_length": self.max_length}
 
@@ -207,8 +219,10 @@ class TorchBackend(_PrefixCacheBackend):
 
     name = "torch"
 
-    def __init__(self, model, tokenizer: Tokenizer, *, batch_tokens: int = 4096):
+    def __init__(self, model, tokenizer: Tokenizer, *, batch_tokens: int = 4096, onednn: bool = True):
         import torch
+
+        from edgeprune.eval import onednn as _onednn
 
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -216,6 +230,13 @@ class TorchBackend(_PrefixCacheBackend):
         self.dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         self.max_length = getattr(model.config, "max_position_embeddings", None)
         self.threads = torch.get_num_threads()
+        self.onednn = onednn and _onednn.available()
+
+    def session(self):
+        """float32 Linears through oneDNN with pre-packed weights for the evaluation (see onednn.py)."""
+        from edgeprune.eval.onednn import onednn_linears
+
+        return onednn_linears(self.model, enabled=self.onednn)
 
     def _forward(self, ids, mask, pos, past, last, cache):
         import torch
@@ -247,7 +268,8 @@ class TorchBackend(_PrefixCacheBackend):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(model_type=getattr(self.model.config, "model_type", "?"), threads=self.threads)
+        d.update(model_type=getattr(self.model.config, "model_type", "?"), threads=self.threads,
+                 linear_kernels="onednn-prepacked" if self.onednn else "aten")  # fmt: skip
         return d
 
 
@@ -448,6 +470,9 @@ class LlamaCppBackend:
                 res.append(np.concatenate([head, rest]))
             out.append(res)
         return out
+
+    def session(self):
+        return contextlib.nullcontext()
 
     def describe(self) -> dict:
         return {"backend": self.name, "dtype": self.dtype, "tokenizer": self.tokenizer.name,

@@ -9,6 +9,7 @@ perplexity is ``exp(sum of NLL / number of predicted tokens)``: the token-weight
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -98,12 +99,13 @@ def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = T
     nll_sum, counted = 0.0, 0
     t0, c0 = time.perf_counter(), time.process_time()
     bar = _bar(n_pred, f"ppl {config.seq_len}", progress)
-    for batch in batches:
-        lps = backend.token_logprobs([used[spans[i][0] : spans[i][1]] for i in batch])
-        for lp in lps:
-            nll_sum -= float(lp.sum())
-            counted += len(lp)
-        bar.update(sum(len(lp) for lp in lps))
+    with backend_session(backend):
+        for batch in batches:
+            lps = backend.token_logprobs([used[spans[i][0] : spans[i][1]] for i in batch])
+            for lp in lps:
+                nll_sum -= float(lp.sum())
+                counted += len(lp)
+            bar.update(sum(len(lp) for lp in lps))
     bar.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert counted == n_pred, (counted, n_pred)
@@ -118,6 +120,12 @@ def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = T
         data=str(path), data_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), tokenize_s=tokenize_s,
         wall_s=wall, tokens_per_s=counted / wall if wall > 0 else math.inf, cpu_s=cpu, threads=getattr(backend, "threads", None),
     )  # fmt: skip
+
+
+def backend_session(backend):
+    """The backend's per-evaluation context (e.g. packed weights), or nothing for simple backends."""
+    session = getattr(backend, "session", None)
+    return session() if session is not None else contextlib.nullcontext()
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.eval.perplexity import backend_session
 from edgeprune.eval.scoring import choice_decisions, encode_pair, mean_stderr, share_context, truncate_left
 from edgeprune.eval.tasks import SOURCES, TASKS, MCDoc, get_task, load_docs, parse_task_list
 from edgeprune.eval.windows import plan_batches
@@ -156,7 +157,8 @@ def evaluate_task(backend, name: str, config: ZeroShotConfig, *, progress: bool 
 
 
 def evaluate_zeroshot(backend, config: ZeroShotConfig, *, progress: bool = True) -> list[TaskResult]:
-    return [evaluate_task(backend, name, config, progress=progress) for name in config.tasks]
+    with backend_session(backend):
+        return [evaluate_task(backend, name, config, progress=progress) for name in config.tasks]
 
 
 def _bar(total: int, desc: str, enabled: bool):

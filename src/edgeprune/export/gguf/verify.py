@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.errors import EdgepruneError
 from edgeprune.export.gguf import tables
 from edgeprune.export.gguf.layout import unpermute_qk
 from edgeprune.export.gguf.llamacpp import default_threads, run_in_child
@@ -154,17 +153,27 @@ def torch_threads(n: int):
 
 
 def torch_logits(model, prompts: list[list[int]]) -> list[np.ndarray]:
-    """Torch logits ``(len(ids), vocab)`` per prompt, all prompts in one batch.
+    """Float32 torch logits ``(len(ids), vocab)`` per prompt, all prompts in one batch.
 
     Prompts are right-padded: under a causal mask no real token attends to the padding after it,
-    so the logits of real positions are those of the unpadded prompt.
+    so the logits of real positions are those of the unpadded prompt. A model held in another
+    dtype is run from a float32 copy, since llama.cpp is compared with float32 arithmetic.
     """
+    import copy
+
     import torch
 
+    param = next(model.parameters())
+    if param.dtype != torch.float32:
+        model = copy.deepcopy(model).float()
+        for m in model.modules():
+            # .to(bfloat16) also rounded the RoPE frequency buffer; llama.cpp computes it exactly
+            if isinstance(getattr(m, "inv_freq", None), torch.Tensor) and hasattr(m, "config"):
+                m.inv_freq = type(m)(m.config).inv_freq.to(device=m.inv_freq.device, dtype=torch.float32)
     width = max(len(p) for p in prompts)
-    batch = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts])
+    batch = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts], device=param.device)
     with torch.no_grad():
-        logits = model(batch, use_cache=False).logits.float().numpy()
+        logits = model(batch, use_cache=False).logits.float().cpu().numpy()
     return [logits[i, : len(p)] for i, p in enumerate(prompts)]
 
 

@@ -2,14 +2,21 @@
 
 Its model builder only handles uniform architectures, but its runtime (0.18) reads each layer's
 KV-head count from the graph's ``past_key_values.{i}.key`` input shapes, so a graph with per-layer
-widths plus this hand-written config is enough. The scalar head counts are the largest layer's
-(genai sizes its buffers from them when the shapes do not vary). The tokenizer files must sit in
-the same folder.
+widths plus this hand-written config is enough (checked with 0.18: the same greedy tokens as
+``edgeprune.runtime.ort_generate`` on uniform and per-layer-KV graphs). An attention-free layer's
+0-head KV pair is not understood by it: it feeds such inputs the scalar head count. The scalar
+head counts are the largest layer's. The tokenizer files must sit in the same folder.
 """
 
 from __future__ import annotations
 
 from edgeprune.export.onnx import names
+
+
+def supported(config) -> bool:
+    """Whether onnxruntime-genai can run the graph: checked with 0.18 on uniform and per-layer KV
+    heads (same greedy tokens as edgeprune's loop); a layer with 0 KV heads makes it fail."""
+    return min(config.kv_heads_per_layer()) > 0
 
 
 def genai_config(config, *, generation_config=None) -> dict:

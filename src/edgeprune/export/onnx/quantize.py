@@ -1,20 +1,30 @@
 """Quantizing an exported float32 graph with onnxruntime's own quantizers.
 
-- ``int8``: ``quantize_dynamic`` — int8 weights (symmetric, per output channel), activations
-  quantized on the fly (``DynamicQuantizeLinear`` + ``MatMulInteger``). A CPU path.
-- ``int4``: ``MatMulNBitsQuantizer`` — weight-only 4-bit blocks along K (``com.microsoft.MatMulNBits``);
-  activations stay float. K is padded up to the block size, so pruned widths need not divide it.
+- ``int8``: ``MatMulNBitsQuantizer(bits=8)`` — weight-only int8 in blocks of ``block_size`` along
+  K (``com.microsoft.MatMulNBits``), symmetric; ``accuracy_level=4`` lets the CPU kernel quantize
+  activations to int8 per block, which keeps outliers local to their block.
+- ``int8-dynamic``: ``quantize_dynamic`` — int8 weights (per output channel) and activations
+  quantized per tensor on the fly (``DynamicQuantizeLinear`` + ``MatMulInteger``): standard ONNX
+  ops only, so other runtimes run it too, but one scale for a whole activation row is ruined by
+  the massive activations of small Llamas (SmolLM2-135M: +80% perplexity; see the bench).
+- ``int4``: ``MatMulNBitsQuantizer(bits=4)`` — weight-only 4-bit blocks, symmetric, round to nearest;
+  the lm_head stays at 8 bits (as llama.cpp's Q4 mixes keep ``output.weight`` wider): it is the
+  most sensitive matrix (int4 there alone costs SmolLM2 +10% perplexity) for ~7% of the bytes.
 
-Both quantize only MatMuls whose B is a constant initializer; attention's Q·K and P·V (B computed
-at run time) stay float. The token embedding (a ``Gather``) stays float32 in both: quantizing it
-saves file size but not per-token bandwidth (one row is read per token).
+Symmetric block quantization maps 0 to 0, so 2:4-sparse weights keep their pattern. K is padded
+up to the block size, so pruned widths need not divide it. Only MatMuls whose B is a constant
+initializer are quantized; attention's Q·K and P·V stay float. The token embedding (a ``Gather``)
+stays float32: quantizing it saves file size but not per-token bandwidth (one row is read).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 
-from edgeprune.export.onnx import sparsity
+from edgeprune.export.onnx import names, sparsity
 
 
 def untie_transposed_initializers(model) -> int:
@@ -46,36 +56,66 @@ def untie_transposed_initializers(model) -> int:
     return folded
 
 
-def quantize_int8(src: str, dst: str, *, external_data: bool) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        src,
-        dst,
-        op_types_to_quantize=["MatMul"],
-        # per-channel: one scale per output column; per-tensor scales lose ~1 ppl point on 135M
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        use_external_data_format=external_data,
-        extra_options={"MatMulConstBOnly": True},
-    )
+def lm_head_nodes(model) -> list[str]:
+    """Names of the MatMul nodes that write the ``logits`` output (the lm_head)."""
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and names.LOGITS in n.output]
 
 
-def quantize_int4(model, dst: str, *, block_size: int, external_data: bool) -> None:
+def quantize_int8(src: str, dst: str, *, block_size: int, external_data: bool) -> None:
+    _nbits(src, dst, bits=8, block_size=block_size, external_data=external_data)
+
+
+def quantize_int4(src: str, dst: str, *, block_size: int, external_data: bool) -> None:
+    import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(
-        model,
-        bits=4,
-        block_size=block_size,
-        # asymmetric (a zero point per block) fits skewed weight blocks better than symmetric
-        is_symmetric=False,
-        # 4: int8 activations inside MatMulNBits on CPU (faster); accuracy cost is below int4's own
-        accuracy_level=4,
-        op_types_to_quantize=("MatMul",),
-    )
-    quantizer.process()
-    quantizer.model.save_model_to_file(dst, use_external_data_format=external_data)
+    head = lm_head_nodes(onnx.load(src, load_external_data=False))
+    with _quiet_quantizer():
+        body = MatMulNBitsQuantizer(src, bits=4, block_size=block_size, is_symmetric=True, accuracy_level=4,
+                                    nodes_to_exclude=head, op_types_to_quantize=("MatMul",))  # fmt: skip
+        body.process()
+    # second pass: the only float MatMul with a constant B left is the lm_head
+    _nbits(body.model.model, dst, bits=8, block_size=block_size, external_data=external_data)
+
+
+def _nbits(model, dst: str, *, bits: int, block_size: int, external_data: bool) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    with _quiet_quantizer():
+        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+                                         accuracy_level=4, op_types_to_quantize=("MatMul",))  # fmt: skip
+        quantizer.process()
+        quantizer.model.save_model_to_file(dst, use_external_data_format=external_data)
+
+
+def quantize_int8_dynamic(src: str, dst: str, *, external_data: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_quantizer():
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,  # one scale per output column: per-tensor weight scales lose more
+            weight_type=QuantType.QInt8,
+            use_external_data_format=external_data,
+            extra_options={"MatMulConstBOnly": True},
+        )
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantizers log every node at INFO on the root logger (and raise its level);
+    mute logging below ERROR for the call and put the root logger back as it was."""
+    root = logging.getLogger()
+    level, handlers, disabled = root.level, list(root.handlers), logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(disabled)
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 # -- 2:4 sparsity --------------------------------------------------------------------------------
@@ -104,7 +144,7 @@ def quantized_zero_masks(model) -> dict[str, np.ndarray]:
     """For each quantized MatMul of ``model``: its original weight name -> ``[K, N]`` "dequantizes to 0" mask.
 
     The quantizers name their new initializers after the float ones (``<name>_quantized``,
-    ``<name>_Q4``), which is how the masks are matched back to the float weights.
+    ``<name>_Q4``, ``<name>_Q8``), which is how the masks are matched back to the float weights.
     """
     from onnx import numpy_helper
 
@@ -121,8 +161,8 @@ def quantized_zero_masks(model) -> dict[str, np.ndarray]:
             zp_name = node.input[3] if len(node.input) > 3 else ""
             zp = numpy_helper.to_array(inits[zp_name]) if zp_name in inits else None
             b = numpy_helper.to_array(inits[node.input[1]])
-            masks[_base_name(node.input[1], "_Q4")] = sparsity.matmul_nbits_zero_mask(
-                b, zp, attrs["K"], attrs["N"], attrs["block_size"]
+            masks[_base_name(node.input[1], f"_Q{attrs['bits']}")] = sparsity.matmul_nbits_zero_mask(
+                b, zp, attrs["K"], attrs["N"], attrs["block_size"], bits=attrs["bits"]
             )
     return masks
 

@@ -36,8 +36,8 @@ class VerifyResult:
 class OnnxExportReport:
     path: str  # the model.onnx file
     bytes: int  # model.onnx plus its external data, if any
-    quant: str  # "fp32" | "int8" | "int4"
-    block_size: int | None  # int4 block size
+    quant: str  # "fp32" | "int8" | "int8-dynamic" | "int4"
+    block_size: int | None  # weights per scale (int8, int4)
     exporter: str  # "dynamo" | "torchscript": the one that produced the graph
     exporter_fallback: str | None  # why dynamo was not used, when it was asked for and failed
     opset: int

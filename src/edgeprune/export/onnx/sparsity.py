@@ -42,19 +42,24 @@ def unpack_uint4(packed: np.ndarray) -> np.ndarray:
     return out
 
 
-def matmul_nbits_zero_mask(b_packed: np.ndarray, zero_points: np.ndarray | None, k: int, n: int, block_size: int) -> np.ndarray:
-    """Which elements of a 4-bit ``MatMulNBits`` weight dequantize to exactly 0, as ``[K, N]``.
+def matmul_nbits_zero_mask(
+    b_packed: np.ndarray, zero_points: np.ndarray | None, k: int, n: int, block_size: int, *, bits: int = 4
+) -> np.ndarray:
+    """Which elements of a ``MatMulNBits`` weight dequantize to exactly 0, as ``[K, N]``.
 
-    ``b_packed`` is ``[N, n_blocks, block_size/2]`` uint8 (two codes a byte, low nibble first);
-    ``zero_points`` is None (symmetric: 8) or packed uint8 ``[N, ceil(n_blocks/2)]``. An element is
-    zero iff its code equals its block's zero point (scales are non-zero for non-zero blocks; an
-    all-zero block quantizes to codes == zero point whatever its scale).
+    ``b_packed`` is ``[N, n_blocks, block_size*bits/8]`` uint8 (4-bit: two codes a byte, low
+    nibble first; 8-bit: one code a byte); ``zero_points`` is None (symmetric: 2**(bits-1)) or
+    uint8 ``[N, n_blocks]`` packed the same way. An element is zero iff its code equals its block's
+    zero point (an all-zero block quantizes to codes == zero point whatever its scale).
     """
+    if bits not in (4, 8):
+        raise ValueError(f"only 4- and 8-bit MatMulNBits weights are read, got {bits}")
+    unpack = unpack_uint4 if bits == 4 else (lambda a: np.asarray(a, dtype=np.uint8))
     n_blocks = b_packed.shape[1]
-    codes = unpack_uint4(b_packed).reshape(n, n_blocks * block_size)[:, :k]  # (N, K): drop K padding
+    codes = unpack(b_packed).reshape(n, n_blocks * block_size)[:, :k]  # (N, K): drop K padding
     if zero_points is None:
-        zp = np.full((n, n_blocks), 8, dtype=np.uint8)
+        zp = np.full((n, n_blocks), 1 << (bits - 1), dtype=np.uint8)
     else:
-        zp = unpack_uint4(np.asarray(zero_points, dtype=np.uint8).reshape(n, -1))[:, :n_blocks]
+        zp = unpack(np.asarray(zero_points, dtype=np.uint8).reshape(n, -1))[:, :n_blocks]
     zp_per_elem = np.repeat(zp, block_size, axis=1)[:, :k]  # (N, K)
     return (codes == zp_per_elem).T  # (K, N)

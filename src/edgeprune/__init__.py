@@ -15,11 +15,22 @@ from edgeprune.errors import EdgepruneError
 from edgeprune import _autoregister
 
 __version__ = "0.1.0"
-__all__ = ["EdgepruneError", "__version__", "models", "eval", "compress", "export", "runtime", "devices"]
+__all__ = ["EdgepruneError", "__version__", "build", "models", "eval", "compress", "export", "runtime", "devices"]
 
-_SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "cli", "describe"}
+_SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "cli", "describe", "pipeline"}
 
 _autoregister.install()
+
+
+def build(target: str = "host", **kwargs):
+    """Build deployable artifacts for ``target`` and return the report dict (``edgeprune build``).
+
+    Keyword arguments are those of :func:`edgeprune.pipeline.runner.build` (model, recipe, out,
+    calib, eval_data, resume, max_memory_bytes, min_decode_tps).
+    """
+    from edgeprune.pipeline.runner import build as _build
+
+    return _build(target, **kwargs)
 
 
 def __getattr__(name: str):

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeprune.build.runner import build
+from edgeprune.pipeline.runner import build
 from tests.tiny import tiny_llama
 from tests.unit.gguf_helpers import bpe_tokenizer
 

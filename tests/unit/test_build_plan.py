@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from edgeprune.build.plan import make_plan
-from edgeprune.build.recipes import BUILTIN_RECIPES, parse_recipe
-from edgeprune.build.runner import prepare
+from edgeprune.pipeline.plan import make_plan
+from edgeprune.pipeline.recipes import BUILTIN_RECIPES, parse_recipe
+from edgeprune.pipeline.runner import prepare
 from edgeprune.cli.main import main
 from edgeprune.devices.cost import ArtifactCost
 from edgeprune.devices.profiles import get_device
@@ -26,7 +26,7 @@ def _recipe(tmp_path, text):
 
 
 def test_builtin_recipes_parse_when_their_steps_exist():
-    from edgeprune.build.recipes import registered_recipes
+    from edgeprune.pipeline.recipes import registered_recipes
 
     assert {"default", "q4-only"} <= set(registered_recipes())
     for name in registered_recipes():

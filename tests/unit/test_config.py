@@ -48,7 +48,7 @@ def test_check_reports_value_problems():
 
 
 def test_every_registered_step_round_trips():
-    import edgeprune.build.steps  # noqa: F401  (registers the build's steps)
+    import edgeprune.pipeline.steps  # noqa: F401  (registers the build's steps)
 
     for name, entry in STEPS.items():
         cfg = entry.config()

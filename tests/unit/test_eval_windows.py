@@ -108,3 +108,16 @@ def test_perplexity_bad_input(tmp_path):
         PerplexityConfig(seq_len=1)
     with pytest.raises(EdgepruneError, match="limit_tokens"):
         PerplexityConfig(limit_tokens=0)
+
+
+def test_length_buckets_bound_the_padding():
+    from edgeprune.eval.windows import length_buckets
+
+    lengths = [40, 10, 38, 12, 39, 11, 9, 41, 0]
+    buckets = length_buckets(lengths, max_pad_ratio=1.1, min_rows=2)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert buckets == [[7, 0, 4, 2], [3, 5, 1], [6, 8]]  # the ~40-token rows together, longest first
+    for b in buckets:
+        if len(b) > 2:
+            assert len(b) * max(lengths[i] for i in b) <= 1.1 * sum(lengths[i] for i in b)
+    assert length_buckets([5, 50], min_rows=4) == [[1, 0]]  # few rows: one forward beats less padding

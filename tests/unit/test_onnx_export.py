@@ -65,6 +65,13 @@ def test_genai_config_for_models_without_attention_free_layers(llama_export):
     assert cfg["decoder"]["num_key_value_heads"] == 2 and cfg["decoder"]["head_size"] == 16
 
 
+def test_tied_embedding_is_stored_once(llama_export):
+    _, out, _ = llama_export  # exported with TorchScript, which writes a second, transposed copy
+    graph = onnx.load(str(out / names.MODEL_FILE))
+    vocab_tables = [t.name for t in graph.graph.initializer if 260 in t.dims]
+    assert len(vocab_tables) == 1  # the lm_head reads the embedding through a Transpose
+
+
 def test_graph_io_names_shapes_and_metadata(per_layer_export):
     model, out, _ = per_layer_export
     graph = onnx.load(str(out / names.MODEL_FILE))

@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from edgeprune.build.recipes import DEFAULT_RECIPE
-    from edgeprune.build.runner import build, prepare
+    from edgeprune.pipeline.recipes import DEFAULT_RECIPE
+    from edgeprune.pipeline.runner import build, prepare
     from edgeprune.models.builtin import DEFAULT_MODEL
 
     max_mem = int(args.max_memory * 2**20) if args.max_memory else None

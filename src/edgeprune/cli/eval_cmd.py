@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="perplexity and zero-shot accuracy of a model, GGUF or ONNX file")

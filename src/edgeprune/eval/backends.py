@@ -20,6 +20,7 @@ imported inside their backends only.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.eval.windows import length_buckets
 
 Group = tuple[Sequence[int], Sequence[Sequence[int]]]
 
@@ -140,8 +142,8 @@ class _PrefixCacheBackend:
     ``ids``/``pos`` (batch, seq), ``mask`` (batch, past + seq) with 1 for real tokens, ``past`` None
     or a cache from an earlier call, ``last`` None (return logits for every position, (batch, seq,
     vocab)) or a per-row position (return (batch, vocab) at that position), ``cache`` whether to
-    return the KV cache; and ``_select(past, rows)``, the cache rows in the given order (repeats
-    allowed).
+    return the KV cache; and ``_select(past, rows)``, a NEW cache holding those rows of ``past`` in
+    the given order (repeats allowed), ``past`` itself left unchanged.
 
     Sequences are right-padded. Padding after the real tokens never changes them (attention is
     causal); in the branch step the padded prefix positions are masked out of the cache.
@@ -184,14 +186,25 @@ class _PrefixCacheBackend:
         last_logits, past = self._forward(ids, mask, pos, None, plen - 1, twidth > 0)  # (groups, vocab)
         first = torch.log_softmax(last_logits.float(), dim=-1)  # predicts each branch's first token
 
-        logits = None
+        rest: dict[int, np.ndarray] = {}
         if twidth > 0:
-            sel = torch.as_tensor([g for g, _ in rows])
-            tlen = torch.as_tensor([len(t) for t in tails])
-            tmask = (torch.arange(twidth)[None, :] < tlen[:, None]).long()
-            mask2 = torch.cat([mask[sel], tmask], dim=1)  # (rows, prefix + tail)
-            pos2 = plen[sel][:, None] + torch.arange(twidth)[None, :]  # (rows, tail)
-            logits, _ = self._forward(_pad(tails, twidth), mask2, pos2, self._select(past, sel), None, False)
+            # Branches of one question differ in length (HellaSwag endings: 10 to 60 tokens): run
+            # them in buckets of similar length, each with its rows of the prefix cache.
+            for bucket in length_buckets([len(t) for t in tails]):
+                bucket = [r for r in bucket if len(tails[r]) > 0]
+                if not bucket:
+                    continue
+                width = max(len(tails[r]) for r in bucket)
+                sel = torch.as_tensor([rows[r][0] for r in bucket])
+                tlen = torch.as_tensor([len(tails[r]) for r in bucket])
+                tmask = (torch.arange(width)[None, :] < tlen[:, None]).long()
+                mask2 = torch.cat([mask[sel], tmask], dim=1)  # (bucket, prefix + tail)
+                pos2 = plen[sel][:, None] + torch.arange(width)[None, :]  # (bucket, tail)
+                cache = self._select(past, sel)  # a new cache: the prefix cache serves every bucket
+                logits, _ = self._forward(_pad([tails[r] for r in bucket], width), mask2, pos2, cache, None, False)
+                for k, r in enumerate(bucket):
+                    b = rows[r][1]
+                    rest[r] = _target_logprobs(logits[k, : len(b) - 1], b[1:])
 
         out: list[list[np.ndarray]] = [[] for _ in groups]
         for r, (g, b) in enumerate(rows):
@@ -199,8 +212,7 @@ class _PrefixCacheBackend:
                 out[g].append(np.zeros(0))
                 continue
             head = first[g, b[0]].double().numpy().reshape(1)
-            rest = _target_logprobs(logits[r, : len(b) - 1], b[1:]) if len(b) > 1 else np.zeros(0)
-            out[g].append(np.concatenate([head, rest]))
+            out[g].append(np.concatenate([head, rest.get(r, np.zeros(0))]))
         return out
 
     def session(self):
@@ -259,12 +271,17 @@ class TorchBackend(_PrefixCacheBackend):
         return logits, out.past_key_values
 
     def _select(self, past, rows):
-        # Per layer, not DynamicCache.batch_select_indices: that skips layers whose cache holds no
-        # elements, and a per-layer model's attention-free layers hold (batch, 0, seq, head_dim).
+        # A new cache object over new tensors (the forward appends to it; `past` must stay as is).
+        # Per layer, not DynamicCache.batch_select_indices: that works in place and skips layers
+        # with no elements, and a per-layer model's attention-free layers hold (batch, 0, seq, d).
+        new = copy.copy(past)
+        new.layers = []
         for layer in past.layers:
+            layer = copy.copy(layer)
             if getattr(layer, "is_initialized", True):
                 layer.keys, layer.values = layer.keys[rows], layer.values[rows]
-        return past
+            new.layers.append(layer)
+        return new
 
     def describe(self) -> dict:
         d = super().describe()

@@ -54,3 +54,28 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, *, max_rows: int = 64)
     if current:
         batches.append(current)
     return batches
+
+
+def length_buckets(lengths: Sequence[int], *, max_pad_ratio: float = 1.25, min_rows: int = 4) -> list[list[int]]:
+    """Split items into padded batches whose padded size stays within ``max_pad_ratio`` of the
+    real tokens (rows of very different lengths otherwise pay for the longest row).
+
+    Longest first; a bucket takes the next item while ``rows x longest <= max_pad_ratio x real``,
+    or while it has fewer than ``min_rows`` rows (tiny forwards cost more in overhead than padding).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    buckets: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        n = max(lengths[i], 0)
+        if current:
+            longest = max(lengths[current[0]], 1)
+            if len(current) >= min_rows and (len(current) + 1) * longest > max_pad_ratio * (real + n):
+                buckets.append(current)
+                current, real = [], 0
+        current.append(i)
+        real += n
+    if current:
+        buckets.append(current)
+    return buckets

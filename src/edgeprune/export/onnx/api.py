@@ -106,7 +106,7 @@ def export_onnx(
     lm = prepare_model(model)
     threads = threads or os.cpu_count() or 1
     try:
-        return _export(model, lm, out, cfg, tokenizer=tokenizer, threads=threads, overwrite=overwrite)
+        return _export(model, lm, out, cfg, tokenizer=tokenizer, threads=threads)
     except OSError as exc:
         raise EdgepruneError(f"cannot write the ONNX export to {out}: {exc.strerror or exc}; check the disk and --out") from None
 
@@ -177,10 +177,8 @@ def prepare_model(model):
     return lm
 
 
-def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: int, overwrite: bool) -> OnnxExportReport:
-    import onnx
-
-    from edgeprune.export.onnx import genai, quantize
+def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: int) -> OnnxExportReport:
+    from edgeprune.export.onnx import genai
     from edgeprune.models.cache import atomic_dir
 
     config = lm.config
@@ -191,50 +189,8 @@ def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: 
     notes: list[str] = []
 
     with atomic_dir(out) as tmp:
-        raw = tmp / ".raw"
-        raw.mkdir()
-        t0 = time.perf_counter()
-        used, fallback = _run_exporter(lm, raw / names.MODEL_FILE, cfg.exporter)
-        timings["export_s"] = time.perf_counter() - t0
-        if fallback:
-            notes.append(f"the dynamo exporter failed ({fallback}); the TorchScript exporter wrote this graph")
-
-        t0 = time.perf_counter()
-        graph = onnx.load(str(raw / names.MODEL_FILE))  # pulls in external data the exporter wrote
-        tidy_graph(graph, n_layers)
-        set_metadata(graph, lm, cfg.quant)
         final = tmp / names.MODEL_FILE
-        two_four = None
-        if cfg.quant == "fp32":
-            _save(graph, final, external)
-            two_four = quantize.sparsity_summary(graph)
-        else:
-            folded = quantize.untie_transposed_initializers(graph)
-            if folded:
-                notes.append(f"{folded} tied weight(s) materialised as separate MatMul weights so they are quantized too")
-            fp32 = raw / "fp32.onnx"
-            _save(graph, fp32, external)
-            if cfg.quant == "int8":
-                quantize.quantize_int8(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
-            elif cfg.quant == "int8-dynamic":
-                quantize.quantize_int8_dynamic(str(fp32), str(final), external_data=external)
-            else:
-                quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
-            qgraph = onnx.load(str(final), load_external_data=not external)
-            two_four = quantize.sparsity_summary(graph, qgraph if not external else None)
-            # the quantizers do not promise to carry metadata_props over: write them again
-            set_metadata(qgraph, lm, cfg.quant, block_size=_block(cfg))
-            _save_proto_only(qgraph, final)
-            del qgraph
-        del graph
-        timings["write_s"] = time.perf_counter() - t0
-        shutil.rmtree(raw)
-        if two_four and two_four["kept"] < two_four["weights"]:
-            raise EdgepruneError(
-                f"{cfg.quant} quantization broke the 2:4 pattern of {two_four['weights'] - two_four['kept']} "
-                f"of {two_four['weights']} sparse weights; export 2:4 models as fp32 or int8"
-            )
-
+        used, fallback, two_four = _write_graph(lm, final, cfg, external=external, timings=timings, notes=notes)
         t0 = time.perf_counter()
         _check(final)
         timings["check_s"] = time.perf_counter() - t0
@@ -270,7 +226,7 @@ def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: 
             exporter_fallback=fallback,
             opset=OPSET,
             external_data=external,
-            architecture=model.config.model_type,
+            architecture=architecture(config),
             source_model_type=config.source_model_type or model.config.model_type,
             num_layers=n_layers,
             heads=config.heads_per_layer(),
@@ -288,6 +244,57 @@ def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: 
         )
         (tmp / names.REPORT_FILE).write_text(report.to_json())
     return report
+
+
+def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timings: dict, notes: list) -> tuple:
+    """Export, tidy and (maybe) quantize into ``final``, in a scratch folder beside it that is
+    removed afterwards. Returns (exporter used, why dynamo failed, 2:4 summary)."""
+    import onnx
+
+    from edgeprune.export.onnx import passes, quantize
+
+    raw = final.parent / ".raw"
+    raw.mkdir()
+    t0 = time.perf_counter()
+    used, fallback = _run_exporter(lm, raw / names.MODEL_FILE, cfg.exporter)
+    timings["export_s"] = time.perf_counter() - t0
+    if fallback:
+        notes.append(f"the dynamo exporter failed ({fallback}); the TorchScript exporter wrote this graph")
+
+    t0 = time.perf_counter()
+    graph = onnx.load(str(raw / names.MODEL_FILE))  # pulls in external data the exporter wrote
+    passes.tidy_graph(graph, lm.config.num_hidden_layers)
+    if lm.config.tie_word_embeddings:
+        passes.share_tied_lm_head(graph)  # one copy of a tied embedding, whichever exporter ran
+    set_metadata(graph, lm, cfg.quant)
+    if cfg.quant == "fp32":
+        _save(graph, final, external)
+        two_four = quantize.sparsity_summary(graph)
+    else:
+        if passes.untie_transposed_initializers(graph):
+            notes.append("the tied lm_head got its own weight matrix so that it is quantized too")
+        fp32 = raw / "fp32.onnx"
+        _save(graph, fp32, external)
+        if cfg.quant == "int8":
+            quantize.quantize_int8(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
+        elif cfg.quant == "int8-dynamic":
+            quantize.quantize_int8_dynamic(str(fp32), str(final), external_data=external)
+        else:
+            quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
+        qgraph = onnx.load(str(final), load_external_data=not external)
+        # above 2 GB the quantized weights stay on disk: the 2:4 read-back is skipped there
+        two_four = quantize.sparsity_summary(graph, qgraph) if not external else None
+        # the quantizers do not promise to carry metadata_props over: write them again
+        set_metadata(qgraph, lm, cfg.quant, block_size=_block(cfg))
+        _save_proto_only(qgraph, final)
+    timings["write_s"] = time.perf_counter() - t0
+    shutil.rmtree(raw)
+    if two_four and two_four["kept"] < two_four["weights"]:
+        raise EdgepruneError(
+            f"{cfg.quant} quantization broke the 2:4 pattern of {two_four['weights'] - two_four['kept']} "
+            f"of {two_four['weights']} sparse weights; export this model as fp32"
+        )
+    return used, fallback, two_four
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -363,27 +370,9 @@ def _export_torchscript(wrapper, args, path: Path, n_layers: int) -> None:
         )
 
 
-def tidy_graph(graph, n_layers: int) -> None:
-    """Name the dynamic axes the same way whichever exporter ran; drop stale intermediate shapes.
-
-    The dynamo exporter names dims after torch.export's symbols (``s25``, ``s69 + s70``); graph
-    inputs and outputs get the names in names.py. Intermediate ``value_info`` would keep the
-    symbols, so it is dropped (onnxruntime infers shapes itself).
-    """
-    axes = {
-        names.INPUT_IDS: (names.BATCH, names.SEQUENCE),
-        names.ATTENTION_MASK: (names.BATCH, names.TOTAL_SEQUENCE),
-        names.POSITION_IDS: (names.BATCH, names.SEQUENCE),
-        names.LOGITS: (names.BATCH, names.SEQUENCE, None),
-    }
-    axes.update({n: (names.BATCH, None, names.PAST_SEQUENCE, None) for n in names.past_names(n_layers)})
-    axes.update({n: (names.BATCH, None, names.TOTAL_SEQUENCE, None) for n in names.present_names(n_layers)})
-    for value in list(graph.graph.input) + list(graph.graph.output):
-        for dim, name in zip(value.type.tensor_type.shape.dim, axes.get(value.name, ())):
-            if name is not None:
-                dim.dim_param = name  # clears dim_value too (a oneof)
-    del graph.graph.value_info[:]
-    graph.graph.name = "edgeprune_decoder"
+def architecture(config) -> str:
+    """``edgeprune_llama`` for per-layer widths, else the family it came from (``llama``, ``qwen2`` ...)."""
+    return (config.source_model_type or "llama") if config.is_uniform else "edgeprune_llama"
 
 
 def set_metadata(graph, lm, quant: str, *, block_size: int | None = None) -> None:
@@ -391,7 +380,7 @@ def set_metadata(graph, lm, quant: str, *, block_size: int | None = None) -> Non
 
     config = lm.config
     meta = {
-        names.META_ARCHITECTURE: "edgeprune_llama" if not config.is_uniform else (config.source_model_type or "llama"),
+        names.META_ARCHITECTURE: architecture(config),
         names.META_SOURCE_TYPE: config.source_model_type or "llama",
         names.META_HEADS: names.join_ints(config.heads_per_layer()),
         names.META_KV_HEADS: names.join_ints(config.kv_heads_per_layer()),

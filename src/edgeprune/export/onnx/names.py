@@ -21,7 +21,7 @@ PRESENT_VALUE = "present.{}.value"
 BATCH = "batch_size"
 SEQUENCE = "sequence_length"
 PAST_SEQUENCE = "past_sequence_length"
-TOTAL_SEQUENCE = "total_sequence_length"  # past + sequence: the attention mask's length
+TOTAL_SEQUENCE = "past_sequence_length + sequence_length"  # the mask's length; optimum's name
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"  # external weights, written only above the protobuf limit

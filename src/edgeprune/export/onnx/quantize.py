@@ -24,41 +24,8 @@ import logging
 
 import numpy as np
 
-from edgeprune.export.onnx import names, sparsity
-
-
-def untie_transposed_initializers(model) -> int:
-    """Replace ``Transpose(initializer)`` nodes by a transposed initializer; return how many.
-
-    The dynamo exporter writes a tied lm_head as ``MatMul(x, Transpose(embed_tokens))``: one copy
-    of the weights, which is what float32 wants. The quantizers only touch MatMuls whose B is an
-    initializer, so before quantizing, the transpose is materialised and the lm_head (the largest
-    matrix of a small model) gets quantized like every other projection.
-    """
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    folded = 0
-    for node in list(model.graph.node):
-        if node.op_type != "Transpose" or len(node.input) != 1 or node.input[0] not in inits:
-            continue
-        data = numpy_helper.to_array(inits[node.input[0]])
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-        new = numpy_helper.from_array(np.ascontiguousarray(np.transpose(data, perm)), name=node.output[0])
-        model.graph.initializer.append(new)
-        model.graph.node.remove(node)
-        folded += 1
-    if folded:
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        keep = [t for t in model.graph.initializer if t.name in used]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(keep)
-    return folded
-
-
-def lm_head_nodes(model) -> list[str]:
-    """Names of the MatMul nodes that write the ``logits`` output (the lm_head)."""
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and names.LOGITS in n.output]
+from edgeprune.export.onnx import sparsity
+from edgeprune.export.onnx.passes import lm_head_nodes
 
 
 def quantize_int8(src: str, dst: str, *, block_size: int, external_data: bool) -> None:

@@ -7,6 +7,8 @@ takes — against the torch model with transformers' DynamicCache on the same to
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from edgeprune.export.onnx import names
@@ -45,7 +47,27 @@ def run_step(session, ids: np.ndarray, past: list[np.ndarray], past_len: int):
     return out[0], out[1:]
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch with ``n`` intra-op threads, restored afterwards. Matching onnxruntime's count keeps
+    the two from oversubscribing the cores: on a busy 2-core host torch's default OpenMP pool ran
+    SmolLM2 forwards 10x slower than with 1 thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def verify_session(session, torch_model, *, kv_heads, head_dim, vocab_size, quant: str, threads: int) -> VerifyResult:
+    with torch_threads(threads):
+        return _verify(session, torch_model, kv_heads=kv_heads, head_dim=head_dim, vocab_size=vocab_size, quant=quant, threads=threads)
+
+
+def _verify(session, torch_model, *, kv_heads, head_dim, vocab_size, quant: str, threads: int) -> VerifyResult:
     import torch
     from transformers import DynamicCache
 

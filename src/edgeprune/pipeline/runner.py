@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeprune.build.plan import Plan, make_plan
-import edgeprune.build.steps  # noqa: F401  (registers export / evaluate / profile)
-from edgeprune.build.recipes import Recipe, parse_recipe
+from edgeprune.pipeline.plan import Plan, make_plan
+import edgeprune.pipeline.steps  # noqa: F401  (registers export / evaluate / profile)
+from edgeprune.pipeline.recipes import Recipe, parse_recipe
 from edgeprune.errors import EdgepruneError
 
 BUILD_FORMAT = 1
@@ -130,8 +130,8 @@ def build(
     log=None,
 ):
     """Run a build; returns the report dict (also written to ``out/report.json``)."""
-    from edgeprune.build.recipes import DEFAULT_RECIPE
-    from edgeprune.build.report import write_report
+    from edgeprune.pipeline.recipes import DEFAULT_RECIPE
+    from edgeprune.pipeline.report import write_report
     from edgeprune.models.builtin import DEFAULT_MODEL, builtin_path, is_builtin
 
     log = log or (lambda msg: print(msg, flush=True))
@@ -180,7 +180,7 @@ def build(
             shutil.rmtree(stage_dir)
         log(f"[{name}] running")
         t0 = time.perf_counter()
-        from edgeprune.build.stages import run_stage
+        from edgeprune.pipeline.stages import run_stage
         from edgeprune.models.cache import atomic_dir
 
         with atomic_dir(stage_dir) as tmp:

@@ -1,1 +1,0 @@
-"""`edgeprune build`: recipes, the plan a device profile implies, resumable stages, the report."""

@@ -22,15 +22,17 @@ _SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "c
 _autoregister.install()
 
 
-def build(target: str = "host", **kwargs):
-    """Build deployable artifacts for ``target`` and return the report dict (``edgeprune build``).
+def build(target: str = "host", *, model: str | None = None, recipe: str | None = None, out: str | None = None,
+          calib: str | None = None, eval_data: str = "wikitext2", resume: bool = False,
+          max_memory_bytes: int | None = None, min_decode_tps: float | None = None) -> dict:  # fmt: skip
+    """Build deployable artifacts for ``target`` and return the report (what ``edgeprune build`` does).
 
-    Keyword arguments are those of :func:`edgeprune.pipeline.runner.build` (model, recipe, out,
-    calib, eval_data, resume, max_memory_bytes, min_decode_tps).
+    See :func:`edgeprune.pipeline.runner.build` for the parameters.
     """
     from edgeprune.pipeline.runner import build as _build
 
-    return _build(target, **kwargs)
+    return _build(target, model=model, recipe=recipe, out=out, calib=calib, eval_data=eval_data, resume=resume,
+                  max_memory_bytes=max_memory_bytes, min_decode_tps=min_decode_tps)  # fmt: skip
 
 
 def __getattr__(name: str):

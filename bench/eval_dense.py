@@ -12,6 +12,7 @@ Writes ``bench/results/eval_dense.json`` (rewritten atomically after every row, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's, = cores)")
     p.add_argument("--out", default=str(HERE / "results" / "eval_dense.json"))
     p.add_argument("--md", default=None, help="markdown output (default: --out with .md)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in --out (same settings) and run only the missing ones")
     args = p.parse_args(argv)
 
     from edgeprune.benchutil import bench_document, write_bench
@@ -49,12 +52,21 @@ def main(argv=None) -> int:
                 "ppl_windows": "non-overlapping, last partial window dropped, no BOS", "zeroshot": "lm-eval 0.4 definitions, local files",
                 "threads": args.threads or model.get("threads"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}  # fmt: skip
     rows: list[dict] = []
+    done: set[tuple] = set()
+    if args.resume and out.is_file():
+        previous = json.loads(out.read_text())
+        if previous.get("settings", {}).get("limit") == args.limit and previous.get("settings", {}).get("limit_tokens") == args.limit_tokens:
+            rows = list(previous.get("rows", []))
+            done = {(r["task"], r.get("seq_len")) for r in rows}
+            print(f"resuming: {len(rows)} rows kept from {out}", flush=True)
 
     def save(complete: bool) -> str:
         doc = bench_document("eval_dense", rows, model=model, settings=settings, complete=complete)
         return write_bench(doc, out, md, COLUMNS, title=f"# eval_dense: {args.model} ({model['dtype']}, {model['backend']})")
 
     for seq_len in [int(s) for s in args.seq_lens.split(",") if s]:
+        if ("wikitext2", seq_len) in done:
+            continue
         r = ev.perplexity(PerplexityConfig(seq_len=seq_len, limit_tokens=args.limit_tokens))
         rows.append({"task": "wikitext2", "seq_len": seq_len, "n": r.windows, "tokens": r.tokens, "ppl": r.ppl,
                      "wall_s": r.wall_s, "tokens_per_s": r.tokens_per_s, "corpus_tokens": r.corpus_tokens,
@@ -65,6 +77,8 @@ def main(argv=None) -> int:
         save(False)
 
     for task in [t for t in args.tasks.split(",") if t]:
+        if (task, None) in done:
+            continue
         (r,) = ev.zeroshot(ZeroShotConfig(tasks=(task,), limit=args.limit))
         rows.append({"task": task, "seq_len": None, "n": r.n, "tokens": r.tokens, "acc": r.acc, "acc_stderr": r.acc_stderr,
                      "acc_norm": r.acc_norm, "acc_norm_stderr": r.acc_norm_stderr, "wall_s": r.wall_s,

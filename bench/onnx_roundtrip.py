@@ -217,8 +217,8 @@ def main(argv=None) -> int:
                   f"{args.decode_steps} greedy decode steps through each engine's own KV cache; "
                   "max_rel_logit_diff = max|ort - torch| / max|torch| over both",
         "speed": f"prefill = one {args.seq_len}-token window; decode = {args.gen} greedy tokens after a 128-token "
-                 f"prompt (onnxruntime: edgeprune.runtime.ort_generate with IO binding; torch eager: a "
-                 f"DynamicCache loop); median of {args.reps} after a warm-up",
+                 f"prompt (onnxruntime: edgeprune.runtime.ort_generate, CPU provider so no IO binding; torch "
+                 f"eager: a DynamicCache loop); median of {args.reps} after a warm-up",
         "threads": threads, "exporter": args.exporter, "block_size": args.block_size,
         "pruned": {"method": "random whole KV groups and MLP channels per layer (compress.cut.random_keep)",
                    "attn_keep": args.attn_keep, "mlp_keep": args.mlp_keep, "seed": args.seed,

@@ -67,8 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--ast-lr", type=float, default=None)
     p.add_argument("--ast-batch", type=int, default=None)
     p.add_argument("--ast-no-slorb", action="store_true")
-    p.add_argument("--ast-train-data", default="self")
-    p.add_argument("--ast-train-windows", type=int, default=256, help="distinct training windows (reused as epochs)")
+    p.add_argument("--ast-train-data", default="self,shakespeare", help="comma-separated sources, mixed")
+    p.add_argument("--ast-train-windows", type=int, default=256, help="distinct training windows per source (reused as epochs)")
     p.add_argument("--ast-seq-len", type=int, default=256)
     p.add_argument("--ast-curve", default="0.25,0.5,0.75", help="fractions of training at which to measure a short ppl")
     p.add_argument("--ast-curve-windows", type=int, default=4, help="ppl windows of the learning-curve points")
@@ -214,7 +214,7 @@ def run_job(method: str, args, emit) -> None:
 
 def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     from edgeprune.compress.calib import calibration_windows
-    from edgeprune.compress.sparse_train import SparseTrain, sparse_train
+    from edgeprune.compress.sparse_train import SparseTrain, concat_windows, sparse_train
 
     kw = {"init": args.ast_init, "slorb": not args.ast_no_slorb}
     if args.ast_tokens:
@@ -226,9 +226,10 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     if args.tiny:
         kw.update(tokens=kw.get("tokens", 4 * 64 * 8), batch_size=4)
     step = SparseTrain(**kw)
-    with clock.work():
-        train = calibration_windows(tok, args.ast_train_data, n_windows=args.ast_train_windows, seq_len=args.ast_seq_len,
-                                    seed=1, model=dense, progress=not args.tiny)  # fmt: skip
+    with clock.work():  # comma-separated sources are mixed, ast_train_windows from each
+        train = concat_windows(*[calibration_windows(tok, src, n_windows=args.ast_train_windows, seq_len=args.ast_seq_len,
+                                                     seed=1, model=dense, progress=not args.tiny)
+                                 for src in args.ast_train_data.split(",")])  # fmt: skip
     data_s = clock.wall
     model = copy.deepcopy(dense)
     steps = step.tokens // (step.batch_size * args.ast_seq_len)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("magnitude-uniform", "taylor-uniform", "flap", "adapt")
 TARGETS = (0.2, 0.35, 0.5)
-COLUMNS = ("method", "target", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "params", "block_params",
+COLUMNS = ("method", "target", "seed", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "params", "block_params",
            "removed_fraction", "wall_s", "peak_rss_mb", "prune_peak_rss_mb")  # fmt: skip
 
 
@@ -58,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "structured.json"))
     p.add_argument("--fresh", action="store_true", help="recompute rows already in the JSON")
+    p.add_argument("--seeds", default="", help="re-run the planned rows with this calibration-draw seed (noise check)")
     p.add_argument("--tiny", action="store_true", help="a tiny random model and tiny settings: check the pipeline")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row, print JSON
     args = p.parse_args(argv)
@@ -108,7 +109,8 @@ def run_row(spec: dict, args) -> dict:
                 row["train_data"] = train_data.describe()
             gen_s = time.perf_counter() - t0
             step = StructuredPrune(target=spec["target"], method=spec["method"], align=16 if args.tiny else 32,
-                                   calib_windows=args.calib_windows, stages=spec.get("stages", 1), train=train)  # fmt: skip
+                                   calib_windows=args.calib_windows, stages=spec.get("stages", 1), train=train,
+                                   seed=spec.get("seed", 0))  # fmt: skip
             t0 = time.perf_counter()
             model, rep = compress(model, step, calib, train_data=train_data, progress=False)
             row.update(
@@ -148,6 +150,9 @@ def plan(args) -> list[dict]:
         for target in map(float, args.targets.split(",")):
             for method in args.methods.split(","):
                 rows.append({"method": method, "target": target, "train_tokens": 0})
+    for seed in [int(x) for x in args.seeds.split(",") if x] if args.seeds else []:  # calibration-draw noise
+        rows = [r for r in rows if r["method"] != "dense"]
+        rows = [dict(r, seed=seed) for r in rows] if seed else rows
     if args.train_only:
         for target in map(float, args.train_targets.split(",")):
             rows.append({"method": "adapt", "target": target, "train_tokens": args.train_tokens, "stages": args.train_stages})
@@ -155,7 +160,7 @@ def plan(args) -> list[dict]:
 
 
 def _key(r: dict) -> tuple:
-    return (r["method"], round(float(r["target"]), 4), int(r.get("train_tokens") or 0))
+    return (r["method"], round(float(r["target"]), 4), int(r.get("train_tokens") or 0), int(r.get("seed") or 0))
 
 
 @contextlib.contextmanager
@@ -206,7 +211,7 @@ def merge_row(path: Path, row: dict, args) -> dict:
                 r["dense_ppl"] = dense["ppl"]
                 r["ppl_ratio"] = r["ppl"] / dense["ppl"]
         order = {m: i for i, m in enumerate(("dense",) + METHODS)}
-        rows.sort(key=lambda r: (r["target"], int(r.get("train_tokens") or 0), order.get(r["method"], 99)))
+        rows.sort(key=lambda r: (r["target"], int(r.get("train_tokens") or 0), order.get(r["method"], 99), r.get("seed") or 0))
         doc = _document(rows, args)
         _write(path, doc)
     return doc
@@ -247,7 +252,7 @@ def plot(doc: dict, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in doc["rows"] if r["method"] != "dense"]
+    rows = [r for r in doc["rows"] if r["method"] != "dense" and not r.get("seed")]  # seed re-runs: table only
     dense = next((r for r in doc["rows"] if r["method"] == "dense"), None)
     targets = sorted({r["target"] for r in rows})
     if not targets:

@@ -74,6 +74,21 @@ def test_output_under_a_file_is_unwritable(tmp_path):
     _one_line(exc)
 
 
+def test_write_failure_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from edgeprune.export.onnx import api
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(api, "set_metadata", full)  # fails mid-write, after the exporter ran
+    with pytest.raises(EdgepruneError, match="cannot write the ONNX export to .*: No space left on device") as exc:
+        export_onnx(tiny_llama(), tmp_path / "out", exporter="torchscript")
+    _one_line(exc)
+    assert _leftovers(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_parent_is_unwritable(tmp_path):
     parent = tmp_path / "ro"

@@ -192,3 +192,18 @@ def test_two_four_sparse_weights_stay_sparse_through_quantization(tmp_path):
         # layers 0, 2, 3 have q/k/v/o; layers 0, 1, 3 have gate/up/down
         assert report.sparsity_2_4 == {"weights": 21, "kept": 21}
         assert any("trt_sparsity_enable" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("quant", ["fp32", "int4"])
+def test_external_data_above_the_protobuf_limit(quant, tmp_path, monkeypatch):
+    from edgeprune.describe import describe
+    from edgeprune.export.onnx import api
+
+    monkeypatch.setattr(api, "EXTERNAL_DATA_BYTES", 0)  # every model counts as "over 2 GB"
+    out = tmp_path / quant
+    report = export_onnx(tiny_per_layer(), out, quant=quant, exporter="torchscript", threads=1)
+    assert report.external_data and report.verified
+    data = out / (names.MODEL_FILE + ".data")
+    assert data.is_file() and data.stat().st_size > (out / names.MODEL_FILE).stat().st_size
+    assert report.bytes == data.stat().st_size + (out / names.MODEL_FILE).stat().st_size
+    assert describe(out)["kv_heads"] == [2, 0, 1, 2]

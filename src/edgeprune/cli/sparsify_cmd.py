@@ -34,11 +34,11 @@ def add_parser(sub) -> None:
     p.add_argument("--calib-windows", type=int, default=32, help="calibration windows (default 32)")
     p.add_argument("--calib-seq-len", type=int, default=512, help="calibration window length in tokens (default 512)")
     p.add_argument("--train", default=None, choices=["ast"], help="recover with AST sparse training")
-    p.add_argument("--tokens", type=int, default=None, help="AST token budget (default 100000)")
-    p.add_argument("--train-data", default="self", help="AST training text (same choices as --calib; default self)")
+    p.add_argument("--tokens", type=int, default=None, help="AST token budget (default 300000)")
+    p.add_argument("--train-data", default="self", help="AST training text (same choices as --calib, comma-separated to mix; default self)")
     p.add_argument("--train-seq-len", type=int, default=256, help="AST window length in tokens (default 256)")
-    p.add_argument("--train-windows", type=int, default=None, help="distinct AST windows (default: enough for one epoch, at most 512)")
-    p.add_argument("--lr", type=float, default=None, help="AST peak learning rate (default 1e-4)")
+    p.add_argument("--train-windows", type=int, default=None, help="distinct AST windows per source (default: one epoch, at most 512 in all)")
+    p.add_argument("--lr", type=float, default=None, help="AST peak learning rate (default 2e-4)")
     p.add_argument("--batch-size", type=int, default=None, help="AST sequences per optimizer step, all ranks (default 8)")
     p.add_argument("--no-slorb", action="store_true", help="AST without the SLoRB low-rank boost")
     p.add_argument("--config", default=None, help="a sparse_train YAML file; flags given on the command line override it")
@@ -127,7 +127,8 @@ def run(args) -> int:
             raise EdgepruneError(f"{flag} must be a positive integer (a window needs at least 2 tokens), got {n}")
     _check_source(args.calib)
     if args.train:
-        _check_source(args.train_data)
+        for src in args.train_data.split(","):
+            _check_source(src)
 
     import time
 
@@ -135,7 +136,7 @@ def run(args) -> int:
     from edgeprune.compress.calib import calibration_windows
     from edgeprune.compress.packed import is_packed, load_packed, save_packed
     from edgeprune.compress.sparse_modules import merge_all_slorb
-    from edgeprune.compress.sparse_train import SparseTrain
+    from edgeprune.compress.sparse_train import SparseTrain, concat_windows
     from edgeprune.compress.sparsify import check_model
     from edgeprune.compress.structured import peak_rss_mb
     from edgeprune.compress.threads import torch_threads
@@ -161,9 +162,11 @@ def run(args) -> int:
                                         seed=args.seed, model=model, data_dir=args.data_dir, progress=progress)  # fmt: skip
         train_data = None
         if isinstance(step, SparseTrain):
-            n_train = args.train_windows or min(512, max(1, -(-step.tokens // args.train_seq_len)))
-            train_data = calibration_windows(tok, args.train_data, n_windows=n_train, seq_len=args.train_seq_len,
-                                             seed=args.seed + 1, model=model, data_dir=args.data_dir, progress=progress)  # fmt: skip
+            sources = args.train_data.split(",")
+            n_train = args.train_windows or min(512, max(1, -(-step.tokens // args.train_seq_len))) // len(sources) or 1
+            train_data = concat_windows(*[calibration_windows(tok, src, n_windows=n_train, seq_len=args.train_seq_len,
+                                                              seed=args.seed + 1, model=model, data_dir=args.data_dir,
+                                                              progress=progress) for src in sources])  # fmt: skip
         reports = {}
         model, rep = compress(model, step, calib, train_data=train_data, progress=progress)
         reports[step.kind] = rep.to_dict()

@@ -7,8 +7,9 @@ artifact kind (transformers / per-layer models, GGUF via llama.cpp, ONNX via onn
     ev.zeroshot(ZeroShotConfig(tasks=("arc_easy",), limit=100))
 
 Modules: ``windows`` and ``scoring`` (pure maths), ``tasks`` (parsers and templates as data),
-``backends`` (the protocol and its three implementations), ``perplexity``, ``zeroshot``,
-``evaluator``. Names load lazily so ``import edgeprune.eval`` stays cheap.
+``backends`` (the protocol and its three implementations), ``onednn`` (float32 Linears through
+oneDNN with pre-packed weights while evaluating), ``perplexity``, ``zeroshot``, ``evaluator``.
+Names load lazily so ``import edgeprune.eval`` stays cheap.
 """
 
 from __future__ import annotations

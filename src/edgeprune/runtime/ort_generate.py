@@ -1,9 +1,12 @@
 """Generation on onnxruntime with an exported decoder (``edgeprune export onnx``, or optimum's layout).
 
 One graph serves both phases: the prompt is run once with empty (length-0) past tensors, then
-one token a step with the previous ``present`` tensors as ``past``. With IO binding (the default)
-the cache never leaves onnxruntime: each step's ``present`` OrtValues are bound as the next step's
-``past`` inputs, so nothing is copied into numpy except the last position's logits.
+one token a step with the previous ``present`` tensors as ``past``. With IO binding the cache never
+leaves onnxruntime: each step's ``present`` OrtValues are bound as the next step's ``past`` inputs
+and only the last position's logits come back. That pays where the session runs on a device (the
+cache stays in GPU memory); on the CPU provider ``session.run`` already shares numpy buffers and
+binding measured no faster (SmolLM2-135M decode: 19.6 vs 20.4 tokens/s fp32, 43.9 vs 46.3 int4,
+1 thread), so ``io_binding=None`` binds only for non-CPU providers.
 
     dec = OrtDecoder("out/model-onnx")
     result = generate(dec, [tok.encode("Hello")], max_new_tokens=32)            # greedy
@@ -24,6 +27,7 @@ from edgeprune.export.onnx import names
 from edgeprune.runtime.sampling import next_tokens
 
 _NP_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_DEVICES = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
 
 
 class OrtDecoder:
@@ -68,8 +72,9 @@ class OrtDecoder:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.past_names = names.past_names(self.n_layers)
         self.present_names = names.present_names(self.n_layers)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = dict(meta)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # where outputs live when bound: the first provider's device
+        self.device = _DEVICES.get(self.session.get_providers()[0], "cpu")
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
         # (batch, kv_heads_i, 0, head_dim) per layer, key then value
@@ -130,7 +135,7 @@ def generate(
     seed: int | None = None,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int = 0,
-    io_binding: bool = True,
+    io_binding: bool | None = None,
 ) -> GenerateResult:
     """Generate up to ``max_new_tokens`` per prompt (a list of token-id lists, or a (batch, seq) array).
 
@@ -151,6 +156,8 @@ def generate(
     batch, prompt_len = ids.shape
     # positions count real tokens only, so left padding does not shift RoPE: (batch, seq)
     positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+    if io_binding is None:
+        io_binding = decoder.device != "cpu"
     step = _BoundStep(decoder) if io_binding else _NumpyStep(decoder)
 
     out = np.full((batch, max_new_tokens), pad_token_id, dtype=np.int64)
@@ -187,7 +194,7 @@ class _NumpyStep:
 
 
 class _BoundStep:
-    """IO binding: the cache stays in onnxruntime-owned OrtValues from step to step."""
+    """IO binding: the cache stays in onnxruntime-owned OrtValues (on the session's device) from step to step."""
 
     def __init__(self, decoder: OrtDecoder):
         import onnxruntime as ort
@@ -210,7 +217,7 @@ class _BoundStep:
             for name, value in zip(dec.past_names, self.past):
                 binding.bind_ortvalue_input(name, value)
         for name in dec.output_names:
-            binding.bind_output(name, "cpu")
+            binding.bind_output(name, dec.device)
         dec.session.run_with_iobinding(binding)
         outputs = dict(zip(dec.output_names, binding.get_outputs()))
         self.past = [outputs[n] for n in dec.present_names]

@@ -267,9 +267,10 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
     if lm.config.tie_word_embeddings:
         passes.share_tied_lm_head(graph)  # one copy of a tied embedding, whichever exporter ran
     set_metadata(graph, lm, cfg.quant)
+    sparse = quantize.two_four_weights(graph)  # before saving: saving with external data empties the proto
     if cfg.quant == "fp32":
         _save(graph, final, external)
-        two_four = quantize.sparsity_summary(graph)
+        two_four = quantize.sparsity_summary(sparse)
     else:
         if passes.untie_transposed_initializers(graph):
             notes.append("the tied lm_head got its own weight matrix so that it is quantized too")
@@ -283,7 +284,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
         qgraph = onnx.load(str(final), load_external_data=not external)
         # above 2 GB the quantized weights stay on disk: the 2:4 read-back is skipped there
-        two_four = quantize.sparsity_summary(graph, qgraph) if not external else None
+        two_four = quantize.sparsity_summary(sparse, qgraph) if not external else None
         # the quantizers do not promise to carry metadata_props over: write them again
         set_metadata(qgraph, lm, cfg.quant, block_size=_block(cfg))
         _save_proto_only(qgraph, final)

@@ -138,16 +138,16 @@ def _base_name(name: str, suffix: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
-def sparsity_summary(fp32_model, quantized_model=None) -> dict | None:
+def sparsity_summary(sparse_names: list[str], quantized_model=None) -> dict | None:
     """``{"weights": n 2:4 weights, "kept": n still 2:4 after quantization}``; None if no 2:4 weight.
 
-    ``quantized_model`` None: no quantization (float32 keeps every zero), so all are kept.
+    ``sparse_names``: :func:`two_four_weights` of the float graph. ``quantized_model`` None: no
+    quantization (float32 keeps every zero), so all are kept.
     """
-    names = two_four_weights(fp32_model)
-    if not names:
+    if not sparse_names:
         return None
     if quantized_model is None:
-        return {"weights": len(names), "kept": len(names)}
+        return {"weights": len(sparse_names), "kept": len(sparse_names)}
     masks = quantized_zero_masks(quantized_model)
-    kept = sum(1 for n in names if n in masks and sparsity.is_2_4_mask(masks[n], axis=0))
-    return {"weights": len(names), "kept": kept}
+    kept = sum(1 for n in sparse_names if n in masks and sparsity.is_2_4_mask(masks[n], axis=0))
+    return {"weights": len(sparse_names), "kept": kept}

@@ -194,14 +194,14 @@ class _PrefixCacheBackend:
                 bucket = [r for r in bucket if len(tails[r]) > 0]
                 if not bucket:
                     continue
-                width = max(len(tails[r]) for r in bucket)
+                bwidth = max(len(tails[r]) for r in bucket)
                 sel = torch.as_tensor([rows[r][0] for r in bucket])
                 tlen = torch.as_tensor([len(tails[r]) for r in bucket])
-                tmask = (torch.arange(width)[None, :] < tlen[:, None]).long()
+                tmask = (torch.arange(bwidth)[None, :] < tlen[:, None]).long()
                 mask2 = torch.cat([mask[sel], tmask], dim=1)  # (bucket, prefix + tail)
-                pos2 = plen[sel][:, None] + torch.arange(width)[None, :]  # (bucket, tail)
+                pos2 = plen[sel][:, None] + torch.arange(bwidth)[None, :]  # (bucket, tail)
                 cache = self._select(past, sel)  # a new cache: the prefix cache serves every bucket
-                logits, _ = self._forward(_pad([tails[r] for r in bucket], width), mask2, pos2, cache, None, False)
+                logits, _ = self._forward(_pad([tails[r] for r in bucket], bwidth), mask2, pos2, cache, None, False)
                 for k, r in enumerate(bucket):
                     b = rows[r][1]
                     rest[r] = _target_logprobs(logits[k, : len(b) - 1], b[1:])

@@ -45,6 +45,7 @@ and checked on load; any mismatch, a bad header or an impossible index is an Edg
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -438,7 +439,11 @@ def build_model(config_dir: Path, layout: dict):
 
     _autoregister.register_now()
     config = AutoConfig.from_pretrained(str(config_dir))
-    with torch.random.fork_rng(devices=[]):  # the random init is overwritten; leave the global RNG as it was
+    try:  # every weight is overwritten: skip the random init (seconds for 135M parameters)
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        no_init_weights = contextlib.nullcontext
+    with torch.random.fork_rng(devices=[]), no_init_weights():  # and leave the global RNG as it was
         model = AutoModelForCausalLM.from_config(config)
     for name, e in layout.items():
         if e.get("slorb_k"):

@@ -55,3 +55,13 @@ def test_peak_rss_ignores_the_parent_that_forked_the_worker():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert float(out.stdout) < 200, out.stderr
     del ballast
+
+
+def test_worker_measures_an_onnxruntime_run(tmp_path, capsys):
+    from edgeprune.export.onnx import export_onnx
+
+    export_onnx(tiny_per_layer(), tmp_path / "onnx", exporter="torchscript", verify=False)
+    assert worker.main(["--runtime", "onnxruntime", "--artifact", str(tmp_path / "onnx"), "--prompt-tokens", "16",
+                        "--gen-tokens", "4", "--threads", "1"]) == 0  # fmt: skip
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run["prefill_s"] > 0 and run["decode_s"] > 0

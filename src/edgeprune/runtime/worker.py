@@ -16,6 +16,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 
 def _random_tokens(n: int, vocab: int, seed: int) -> list[int]:
@@ -88,21 +89,30 @@ def run_torch(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, 
 
 
 def run_onnxruntime(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
-    from edgeprune.runtime.ort_session import OrtDecoder
+    import numpy as np
 
+    from edgeprune.runtime.ort_generate import OrtDecoder
+
+    path = Path(artifact)
+    if path.is_dir():  # an export directory: its one .onnx graph
+        path = sorted(path.glob("*.onnx"))[0]
     t0 = time.perf_counter()
-    dec = OrtDecoder(artifact, threads=threads)
+    dec = OrtDecoder(path, threads=threads)
     load_s = time.perf_counter() - t0
-    prompt = _random_tokens(prompt_tokens, dec.vocab_size, seed)
-    gen = _random_tokens(gen_tokens, dec.vocab_size, seed + 1)
+    vocab = int(dec.session.get_outputs()[0].shape[-1]) if isinstance(dec.session.get_outputs()[0].shape[-1], int) else 32000
+    prompt = _random_tokens(prompt_tokens, vocab, seed)
+    gen = _random_tokens(gen_tokens, vocab, seed + 1)
 
     def once(p, g):
+        ids = np.array([p], dtype=np.int64)
         t = time.perf_counter()
-        state = dec.prefill(p)
+        _, past = dec.forward(ids, np.ones_like(ids), np.arange(len(p), dtype=np.int64)[None], dec.empty_past(1))
         t_prefill = time.perf_counter() - t
         t = time.perf_counter()
-        for tok in g:
-            state = dec.step(state, tok)
+        for i, tok in enumerate(g):
+            pos = len(p) + i
+            _, past = dec.forward(np.array([[tok]], dtype=np.int64), np.ones((1, pos + 1), dtype=np.int64),
+                                  np.array([[pos]], dtype=np.int64), past)  # fmt: skip
         return t_prefill, time.perf_counter() - t
 
     once(prompt[:16], gen[:4])  # warm-up

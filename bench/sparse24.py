@@ -32,7 +32,6 @@ import contextlib
 import copy
 import fcntl
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -213,8 +212,13 @@ def run_job(method: str, args, emit) -> None:
 
 
 def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
+    """AST from a one-shot start, resumable: the self-generated data is made in cached chunks of 32
+    windows, training checkpoints every 5 steps (under the edgeprune cache), and every unit of work
+    (a generated chunk, a training step) is logged with its CPU seconds to the progress file, so the
+    reported cost of a run that was stopped and resumed counts each unit once."""
     from edgeprune.compress.calib import calibration_windows
     from edgeprune.compress.sparse_train import SparseTrain, concat_windows, sparse_train
+    from edgeprune.models.cache import cache_root
 
     kw = {"init": args.ast_init, "slorb": not args.ast_no_slorb}
     if args.ast_tokens:
@@ -226,41 +230,72 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     if args.tiny:
         kw.update(tokens=kw.get("tokens", 4 * 64 * 8), batch_size=4)
     step = SparseTrain(**kw)
-    with clock.work():  # comma-separated sources are mixed, ast_train_windows from each
-        train = concat_windows(*[calibration_windows(tok, src, n_windows=args.ast_train_windows, seq_len=args.ast_seq_len,
-                                                     seed=1, model=dense, progress=not args.tiny)
-                                 for src in args.ast_train_data.split(",")])  # fmt: skip
-    data_s = clock.wall
+    log = RESULTS / ("sparse24_ast_progress.jsonl" if not args.tiny else "sparse24_tiny_ast_progress.jsonl")
+    run_id = json.dumps({"step": step.to_dict(), "data": args.ast_train_data, "windows": args.ast_train_windows,
+                         "seq": args.ast_seq_len, "calib": [args.calib, args.calib_windows, args.calib_seq_len]}, sort_keys=True)  # fmt: skip
+    ckpt = cache_root() / "bench" / f"sparse24-ast-{abs(hash(run_id)) % 10**10}.ckpt"
+    if not ckpt.is_file():
+        log.write_text("")  # a fresh run: a fresh progress file
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+
+    def event(obj):
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"time": time.strftime("%H:%M:%S"), **obj}) + "\n")
+
+    event({"event": "session", "run": json.loads(run_id), "checkpoint": str(ckpt), "resume": ckpt.is_file()})
+    parts = []
+    for src in args.ast_train_data.split(","):
+        chunks = range(max(1, args.ast_train_windows // 32)) if src == "self" else [None]
+        for i in chunks:
+            w0, c0 = time.perf_counter(), time.process_time()
+            parts.append(calibration_windows(tok, src, n_windows=32 if i is not None else args.ast_train_windows,
+                                             seq_len=args.ast_seq_len, seed=1000 + i if i is not None else 1,
+                                             model=dense, progress=False))  # fmt: skip
+            if i is not None and time.perf_counter() - w0 > 2:  # generated now, not read from the cache
+                event({"event": "gen", "chunk": i, "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0})
+    train = concat_windows(*parts)
     model = copy.deepcopy(dense)
     steps = step.tokens // (step.batch_size * args.ast_seq_len)
     marks = {max(1, round(float(f) * steps)) for f in args.ast_curve.split(",") if f}
-    curve, log = [], RESULTS / ("sparse24_ast_progress.jsonl" if not args.tiny else "sparse24_tiny_ast_progress.jsonl")
     paused = Clock()
+    last = [time.perf_counter(), time.process_time()]
 
     def on_log(n, rec):
-        with open(log, "a") as fh:
-            fh.write(json.dumps({"time": time.strftime("%H:%M:%S"), **rec}) + "\n")
+        now = [time.perf_counter(), time.process_time()]
+        event({"event": "step", **rec, "wall": now[0] - last[0] - paused.wall, "cpu": now[1] - last[1] - paused.cpu})
+        paused.wall = paused.cpu = 0.0
         if n in marks:  # a short perplexity on the model as it is (masked forward = the finished model's)
             with paused.work():
                 model.eval()
                 r = evaluate(model, tok, args, windows=args.ast_curve_windows, zeroshot=False)
                 model.train()
-            curve.append({"step": n, "tokens": n * step.batch_size * args.ast_seq_len, "ppl": r["ppl"]})
-            with open(log, "a") as fh:
-                fh.write(json.dumps({"curve": curve[-1]}) + "\n")
+            event({"event": "curve", "step": n, "tokens": n * step.batch_size * args.ast_seq_len, "ppl": r["ppl"],
+                   "windows": args.ast_curve_windows})  # fmt: skip
+        last[:] = [time.perf_counter() - paused.wall, time.process_time() - paused.cpu]
+        paused.wall = paused.cpu = 0.0
 
-    with clock.work():  # sparse_train is what `compress` runs for SparseTrain; called directly for on_log
-        model, rep = sparse_train(model, step, calib, train_data=train, progress=not args.tiny, on_log=on_log)
-    clock.wall -= paused.wall  # the learning-curve evaluations inside it are not work
-    clock.cpu -= paused.cpu
+    model, rep = sparse_train(model, step, calib, train_data=train, progress=not args.tiny, on_log=on_log,
+                              checkpoint=ckpt, checkpoint_every=5)  # fmt: skip
+    ckpt.unlink(missing_ok=True)
+    # the cost of the recipe, each unit once (a step redone after a stop counts once, its last time)
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    gen = {e["chunk"]: e for e in events if e.get("event") == "gen"}
+    done = {e["step"]: e for e in events if e.get("event") == "step"}
+    curve = [{k: e[k] for k in ("step", "tokens", "ppl", "windows")} for e in events if e.get("event") == "curve"]
+    gen_cpu, gen_wall = sum(e["cpu"] for e in gen.values()), sum(e["wall"] for e in gen.values())
+    train_cpu, train_wall = sum(e["cpu"] for e in done.values()), sum(e["wall"] for e in done.values())
+    gen_tokens = 32 * args.ast_seq_len * len(gen)
+    calib_cpu = gen_cpu / gen_tokens * calib.tokens if gen_tokens and args.calib == "self" else 0.0  # made earlier, cached
+    clock.cpu, clock.wall = gen_cpu + train_cpu + calib_cpu, gen_wall + train_wall + calib_cpu
     method = f"ast({step.init})" + ("+slorb" if step.slorb else "")
     base = {**base, "method": method, "train_tokens": rep.tokens, "step": step.to_dict(), "train_data": train.describe(),
-            "data_gen_s": data_s, "train_s": rep.wall_s - paused.wall, "tokens_per_s": rep.tokens / max(rep.wall_s - paused.wall, 1e-9),
+            "cost": {"data_gen_cpu_s": gen_cpu, "calib_gen_cpu_s_estimate": calib_cpu, "train_cpu_s": train_cpu,
+                     "train_wall_s": train_wall, "note": "train_*: one-shot init + training steps (curve evaluations excluded)"},
+            "train_tokens_per_cpu_s": rep.tokens / max(train_cpu, 1e-9), "sessions": sum(e.get("event") == "session" for e in events),
             "losses_first_last": [rep.losses[0], rep.losses[-1]], "mask_updates_last": rep.mask_updates[-3:],
             "init": rep.init, "curve": curve}  # fmt: skip
     row = {**base, "quant": "none"}
     row.update(evaluate(model, tok, args))
-    curve.append({"step": rep.steps, "tokens": rep.tokens, "ppl_full": row["ppl"]})
     row.update(pack_bytes(model, tok, (2, 4)))
     row.update(wall_s=clock.wall, cpu_s=clock.cpu, peak_rss_mb=peak_rss_mb())
     emit(row)
@@ -372,12 +407,14 @@ def main(argv=None) -> int:
     done = {_key(r) for r in _read(out).get("rows", [])} if not args.fresh else set()
     passthrough = list(argv if argv is not None else sys.argv[1:])
     for job in jobs:
-        if job != "ast" and all((job, q, 0) in done for q in args.quants.split(",")):
+        missing = [q for q in args.quants.split(",") if job == "ast" or (job, q, 0) not in done]
+        if not missing:
             print(f"skip {job} (already in {out})", flush=True)
             continue
-        print(f"run {job} ({time.strftime('%H:%M:%S')})", flush=True)
+        print(f"run {job} {','.join(missing)} ({time.strftime('%H:%M:%S')})", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, __file__, *passthrough, "--job", job], stdout=subprocess.PIPE, text=True)
+        cmd = [sys.executable, __file__, *passthrough, "--quants", ",".join(missing), "--job", job]  # the last --quants wins
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         for line in proc.stdout:
             if not line.startswith("ROW "):
                 continue

@@ -111,15 +111,28 @@ def run_row(spec: dict, args) -> dict:
             step = StructuredPrune(target=spec["target"], method=spec["method"], align=16 if args.tiny else 32,
                                    calib_windows=args.calib_windows, stages=spec.get("stages", 1), train=train,
                                    seed=spec.get("seed", 0))  # fmt: skip
-            t0 = time.perf_counter()
-            model, rep = compress(model, step, calib, train_data=train_data, progress=False)
-            row.update(
-                wall_s=time.perf_counter() - t0, data_gen_s=gen_s, prune_peak_rss_mb=peak_rss_mb(),
-                removed_fraction=rep.removed_fraction, kv_heads=rep.widths_after["kv_heads"],
-                intermediate=rep.widths_after["intermediate"], layer_importance=rep.layer_importance,
-                mini_steps=len(rep.mini_steps), calibration=rep.calibration, step=step.to_dict(),
-                train=[{k: t[k] for k in ("stage", "steps", "tokens", "first_loss", "last_loss", "wall_s")} for t in rep.train],
-            )  # fmt: skip
+            # the pruned model is kept (gitignored) so a failed evaluation does not cost the pruning again
+            saved = ROOT / ".cache" / "bench_structured" / ("tiny" if args.tiny else "full") / "-".join(map(str, _key(spec)))
+            if (saved / "row.json").is_file():
+                model = load(str(saved)).model
+                row.update(json.loads((saved / "row.json").read_text()))
+                row["reused_pruned_model"] = str(saved)
+            else:
+                t0 = time.perf_counter()
+                model, rep = compress(model, step, calib, train_data=train_data, progress=False)
+                done = dict(
+                    wall_s=time.perf_counter() - t0, data_gen_s=gen_s, prune_peak_rss_mb=peak_rss_mb(),
+                    removed_fraction=rep.removed_fraction, kv_heads=rep.widths_after["kv_heads"],
+                    intermediate=rep.widths_after["intermediate"], layer_importance=rep.layer_importance,
+                    mini_steps=len(rep.mini_steps), calibration=rep.calibration, step=step.to_dict(),
+                    train=[{k: t[k] for k in ("stage", "steps", "tokens", "first_loss", "last_loss", "wall_s")}
+                           for t in rep.train],
+                )  # fmt: skip
+                row.update(done)
+                from edgeprune.compress.structured import save_pruned
+
+                save_pruned(saved, model, tok, rep, extra={"row": done})
+                (saved / "row.json").write_text(json.dumps(done))
         else:
             row.update(wall_s=0.0, removed_fraction=0.0, kv_heads=model.config.kv_heads_per_layer(),
                        intermediate=model.config.intermediate_per_layer())  # fmt: skip

@@ -89,3 +89,19 @@ def test_cli_corrupt_compressed_input_is_one_line_and_exit_2(tiny_dir, tmp_path,
                           "--quant-method", "rtn", "--out", tmp_path / "q", "--quiet")  # fmt: skip
     errors = [line for line in err.splitlines() if "error" in line]
     assert code == 2 and len(errors) == 1 and "corrupt compressed file" in errors[0], err
+
+
+def test_cli_ast_with_slorb_saves_a_merged_dense_checkpoint(tiny_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    code, out, err = _run(capsys, "--model", tiny_dir, "--method", "magnitude", "--train", "ast", "--tokens", 256,
+                          "--batch-size", 2, "--train-data", "shakespeare", "--train-seq-len", 32, "--out", tmp_path / "a",
+                          "--save-dense", "--quiet")  # fmt: skip
+    assert code == 0, err
+    packed, _ = load_packed(tmp_path / "a")
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "a" / "dense")  # SLoRB merged: a stock Llama
+    ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(dense(ids).logits, packed(ids).logits, rtol=1e-4, atol=1e-4)
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["steps"]["sparse_train"]["slorb_params"] > 0 and "merged" in report["dense_dir"]

@@ -155,3 +155,31 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # and training did something: the weights are N:M sparse
     assert mk.satisfies_nm(a["model.layers.0.mlp.up_proj.weight"], 2, 4)
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path):
+    cfg = _cfg(init="magnitude", tokens=8 * 16 * 3)  # 6 steps
+    straight, _ = sparse_train(tiny_llama(num_hidden_layers=2), cfg, _windows(), progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(step, rec):  # after the checkpoint of step 4
+        if step == 5:
+            raise Stop
+
+    ckpt = tmp_path / "ast.ckpt"
+    with pytest.raises(Stop):
+        sparse_train(tiny_llama(num_hidden_layers=2), cfg, _windows(), progress=False, on_log=stop_at_5,
+                     checkpoint=ckpt, checkpoint_every=2)  # fmt: skip
+    assert ckpt.is_file()
+    resumed, rep = sparse_train(tiny_llama(num_hidden_layers=2), cfg, _windows(), progress=False, checkpoint=ckpt,
+                                checkpoint_every=2)  # fmt: skip
+    assert rep.resumed_from == 4 and len(rep.losses) == 6
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from edgeprune.errors import EdgepruneError
+
+    with pytest.raises(EdgepruneError, match="other sparse_train settings"):
+        sparse_train(tiny_llama(num_hidden_layers=2), _cfg(init="magnitude", lr=5e-4), _windows(), progress=False,
+                     checkpoint=ckpt)  # fmt: skip

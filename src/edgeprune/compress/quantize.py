@@ -143,15 +143,6 @@ def hessian_error(weight: torch.Tensor, approx: torch.Tensor, hessian: torch.Ten
 # -- bit packing (storage) ---------------------------------------------------------------------------
 
 
-def to_unsigned(codes: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """Codes shifted to ``[0, 2^bits)`` (symmetric codes + 2^(bits-1)), as uint8."""
-    return (codes - spec.qmin).to(torch.uint8)
-
-
-def from_unsigned(stored: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    return stored.to(torch.int32) + spec.qmin
-
-
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
     """uint8 values in [0, 16) ``(..., k)`` -> ``(..., ceil(k / 2))`` bytes, even element in the low nibble."""
     v = values.to(torch.uint8)

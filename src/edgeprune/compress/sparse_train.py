@@ -45,10 +45,12 @@ functions of identical weights, so every rank ends with identical weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -178,11 +180,6 @@ def concat_windows(*windows):
     return TokenWindows(torch.cat([w.ids for w in windows]), " + ".join(w.source for w in windows))
 
 
-def flip_rate(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fraction of kept positions that differ between two masks of the same pattern."""
-    return float((a & ~b).sum()) / max(1, int(a.sum()))
-
-
 # -- the step ------------------------------------------------------------------------------------------
 
 
@@ -198,7 +195,8 @@ class SparseTrainReport:
     losses: list[dict] = field(default_factory=list)  # every logged step: step, loss, ce, kl, lr, lambda
     mask_updates: list[dict] = field(default_factory=list)  # step, flip vs previous, flip vs initial
     slorb_params: int = 0
-    wall_s: float = 0.0
+    resumed_from: int = 0  # the step a checkpoint resumed from (0: a fresh run)
+    wall_s: float = 0.0  # this session's (a resumed run counts from the resume)
     tokens_per_s: float = 0.0
     threads: int = 0
 
@@ -268,14 +266,40 @@ def update_masks(wrapped: dict[str, MaskedLinear], nm: tuple[int, int]) -> float
     return flipped / max(kept, 1)
 
 
+def _save_checkpoint(path: Path, step: int, model, opt, report: SparseTrainReport, cfg: SparseTrain, initial) -> None:
+    """Everything needed to continue after ``step`` optimizer steps, written atomically."""
+    from edgeprune.fileio import atomic_file
+
+    state = {"config": cfg.to_dict(), "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "initial_masks": initial, "report": report.to_dict()}  # fmt: skip
+    with atomic_file(path, overwrite=True) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, cfg: SparseTrain) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # a torn or foreign file
+        raise EdgepruneError(f"cannot resume from {path} ({type(exc).__name__}): delete it to start over") from None
+    if state.get("config") != cfg.to_dict():
+        raise EdgepruneError(f"the checkpoint {path} was written with other sparse_train settings: delete it or use those")
+    return state
+
+
 @register(SparseTrain)
 def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progress: bool = True,
-                 teacher=None, on_log: Callable[[int, dict], None] | None = None):  # fmt: skip
+                 teacher=None, on_log: Callable[[int, dict], None] | None = None,
+                 checkpoint: str | Path | None = None, checkpoint_every: int = 10):  # fmt: skip
     """Apply ``cfg`` to ``model`` in place -> ``(model, SparseTrainReport)`` (see the module docstring).
 
     ``calib``: windows for the one-shot init (wanda / sparsegpt); ``train_data``: windows to train on
     (default ``calib``); ``teacher``: the dense model to distil from (default: a copy of ``model``
     taken before anything changes); ``on_log(step, record)`` is called on rank 0 at each logged step.
+    ``checkpoint``: a file to save the training state to every ``checkpoint_every`` steps (rank 0)
+    and to resume from when it exists (same settings and data; ``model`` is again the dense model):
+    long CPU runs survive being stopped.
     """
     from tqdm.auto import tqdm
 
@@ -302,18 +326,26 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
                                world_size=world_size, seq_len=seq_len, train_data=train_data.describe(),
                                threads=torch.get_num_threads())  # fmt: skip
 
-    # 1. teacher and initial mask
+    # 1. teacher and initial mask (or the state of an interrupted run)
     if teacher is None and cfg.kd_weight > 0:
         teacher = copy.deepcopy(model)
     if teacher is not None:
         teacher.eval().requires_grad_(False)
-    if cfg.init != "magnitude":
+    checkpoint = Path(checkpoint).expanduser() if checkpoint is not None else None
+    resume = _load_checkpoint(checkpoint, cfg) if checkpoint is not None else None
+    if resume is not None:  # the masked structure only; weights, masks and SLoRB come from the checkpoint
+        cfg_struct = dataclasses.replace(cfg, init="magnitude")
+        wrapped = wrap_masked(model, cfg_struct)
+        model.load_state_dict(resume["model"])
+        report.init = resume["report"].get("init")
+    elif cfg.init != "magnitude":
         init = NMPrune(pattern=cfg.pattern, method=cfg.init, slorb_k=cfg.slorb_k if cfg.slorb else 0)
         _, init_rep = nm_prune(model, init, calib, progress=progress and rank == 0)
         report.init = init_rep.to_dict()
         report.init.pop("per_layer", None)
-    wrapped = wrap_masked(model, cfg)
-    initial = {k: v.mask.clone() for k, v in wrapped.items()}
+    if resume is None:
+        wrapped = wrap_masked(model, cfg)
+    initial = resume["initial_masks"] if resume is not None else {k: v.mask.clone() for k, v in wrapped.items()}
     report.slorb_params = sum(m.slorb_L.numel() for m in wrapped.values() if m.slorb_L is not None)
 
     # 2. optimizer over what trains
@@ -330,6 +362,12 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)  # fmt: skip
+    first = 0
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        first = report.resumed_from = resume["step"]
+        for key in ("losses", "mask_updates"):
+            setattr(report, key, resume["report"][key])
 
     net = model
     dist = _dist()
@@ -345,7 +383,8 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
 
     was_training = model.training
     model.train()
-    bar = tqdm(range(steps), desc=f"AST {cfg.pattern}", disable=not progress or rank != 0, leave=False)
+    bar = tqdm(range(first, steps), desc=f"AST {cfg.pattern}", disable=not progress or rank != 0, leave=False,
+               initial=first, total=steps)  # fmt: skip
     try:
         for step in bar:
             lr = cosine_lr(step, steps, peak=cfg.lr, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio)
@@ -390,6 +429,8 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
             bar.set_postfix(loss=f"{rec['loss']:.3f}", kl=f"{rec['kl']:.3f}")
             if on_log is not None and rank == 0:
                 on_log(step + 1, rec)
+            if checkpoint is not None and rank == 0 and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                _save_checkpoint(checkpoint, step + 1, model, opt, report, cfg, initial)
     finally:
         bar.close()
         for p, flag in saved_flags.items():
@@ -398,7 +439,8 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
     finalize(model)
     model.train(was_training)
     report.wall_s = time.perf_counter() - t0
-    report.tokens_per_s = report.tokens / report.wall_s if report.wall_s > 0 else math.inf
+    done = report.tokens * (steps - first) / steps  # tokens trained in this session
+    report.tokens_per_s = done / report.wall_s if report.wall_s > 0 else math.inf
     return model, report
 
 

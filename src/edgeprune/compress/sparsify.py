@@ -36,7 +36,7 @@ from torch import nn
 from edgeprune.compress import masks as mk
 from edgeprune.compress.calibrate import CALIB_DTYPES, block_linears, decoder_layers, sequential
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
-from edgeprune.compress.quantize import GROUP_SIZES, QuantizedWeight, QuantSpec, check_group, rtn_quantize
+from edgeprune.compress.quantize import QuantizedWeight, QuantSpec, check_group, rtn_quantize
 from edgeprune.compress.registry import register
 from edgeprune.compress.sparse_modules import SLoRBLinear, replace_module, slorb_lstsq
 from edgeprune.compress.sparsegpt import gptq_quantize, sparsegpt_prune

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from edgeprune.cli.main import main
@@ -89,16 +87,30 @@ def test_write_failure_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_parent_is_unwritable(tmp_path):
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    parent.chmod(0o500)
-    try:
-        with pytest.raises(EdgepruneError, match="not writable"):
-            export_onnx(tiny_llama(), parent / "out")
-    finally:
-        parent.chmod(0o700)
+def test_output_folder_that_cannot_be_created(tmp_path, capsys):
+    # A path under a regular file cannot become a folder for anyone, root included (unlike a
+    # chmod-ed folder, which root writes into anyway): Python API and CLI both refuse it up front.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EdgepruneError, match=f"cannot create {blocker / 'out'}: {blocker} is a file") as exc:
+        export_onnx(tiny_llama(), blocker / "out")
+    _one_line(exc)
+    model_dir = save_tiny(tiny_llama(), tmp_path / "tiny")
+    capsys.readouterr()
+    assert main(["export", "onnx", "--model", str(model_dir), "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0]
+    assert blocker.read_text() == "x" and _leftovers(tmp_path) == ["file", "tiny"]
+
+
+def test_not_writable_parent_is_refused(tmp_path, monkeypatch):
+    # the permission branch, without chmod (root ignores it): the folder reports no write access
+    real_access = onnx_api.os.access
+    monkeypatch.setattr(onnx_api.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode))
+    with pytest.raises(EdgepruneError, match=f"folder {tmp_path} is not writable") as exc:
+        export_onnx(tiny_llama(), tmp_path / "out")
+    _one_line(exc)
+    assert _leftovers(tmp_path) == []
 
 
 def test_unsupported_architecture(tmp_path):

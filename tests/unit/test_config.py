@@ -41,10 +41,21 @@ def test_unknown_step_lists_registered():
         step_entry("_dem")
 
 
-def test_check_reports_value_problems():
-    assert Demo(target=2.0).check() == ["target must be in (0, 1), got 2.0"]
-    with pytest.raises(EdgepruneError, match="invalid _demo step: target must be"):
-        Demo(target=2.0).validate()
+def test_an_invalid_config_cannot_be_built_and_all_problems_are_named():
+    with pytest.raises(EdgepruneError, match="invalid _demo step: target must be") as e:
+        Demo(target=2.0)
+    assert "\n" not in str(e.value)
+    with pytest.raises(EdgepruneError, match=r"version 3 is not supported.*; target must be"):
+        Demo(target=2.0, version=3)
+
+
+def test_compression_steps_are_recipe_steps_by_name_and_by_kind():
+    cfg = config_from_dict({"step": "prune", "target": 0.3})
+    assert type(cfg).__name__ == "StructuredPrune" and cfg.STEP == "prune"
+    assert config_from_dict({"step": "structured_prune", "target": 0.3}) == cfg  # the long name works too
+    assert config_from_dict({"structured_prune": {"target": 0.3}}) == cfg  # and the wrapped form
+    for name in ("sparsify", "quantize", "sparse_train"):
+        assert step_entry(name).config.STEP == name
 
 
 def test_every_registered_step_round_trips():

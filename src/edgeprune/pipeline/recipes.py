@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from edgeprune.config import STEPS, StepConfig, config_from_dict
+from edgeprune.config import StepConfig, config_from_dict, step_entry
 from edgeprune.errors import EdgepruneError
 
 # Built-in recipes by name. Compression steps appear only in recipes whose steps are registered.
@@ -128,6 +128,10 @@ def registered_recipes() -> list[str]:
     out = []
     for name, text in BUILTIN_RECIPES.items():
         steps = yaml.safe_load(text)["steps"]
-        if all(s.get("step") in STEPS for s in steps):
-            out.append(name)
+        try:
+            for s in steps:
+                step_entry(s.get("step"))
+        except EdgepruneError:
+            continue
+        out.append(name)
     return out

@@ -40,6 +40,7 @@ class BuildContext:
     plan: Plan
     calib: str | None
     eval_data: str
+    dense_source: str = ""  # the build's input model (reconstruction fits to it)
     artifacts: list[dict] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     _loaded: tuple | None = None  # (source, LoadedModel) cache across consecutive stages
@@ -50,6 +51,15 @@ class BuildContext:
         if self._loaded is None or self._loaded[0] != self.model_source:
             self._loaded = (self.model_source, load(self.model_source))
         return self._loaded[1]
+
+    def forget_model(self) -> None:
+        self._loaded = None
+
+    def dense_model(self):
+        """The build's input model, freshly loaded (a compression step may have changed the cached one)."""
+        from edgeprune.models import load
+
+        return load(self.dense_source).model
 
 
 def sha256_file(path: Path) -> str:
@@ -160,7 +170,7 @@ def build(
 
     gguf = str(builtin_path(source)) if is_builtin(source) else (source if source.endswith(".gguf") else None)
     ctx = BuildContext(out=out, target=target, model_source=source, source_gguf=gguf, plan=plan,
-                       calib=calib, eval_data=eval_data)  # fmt: skip
+                       calib=calib, eval_data=eval_data, dense_source=source)  # fmt: skip
     for line in plan.lines():
         log(line)
     prev = _hash(_source_identity(source), plan.to_dict()["format"], plan.to_dict()["quant"], calib, eval_data)

@@ -3,6 +3,7 @@ temporary directory) and returns (figures, outputs relative to the stage directo
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from edgeprune.config import StepConfig, step_entry
@@ -100,17 +101,41 @@ def _profile(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
 def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     """Any registered compression step: apply it, save the new model for the next stage."""
     entry = step_entry(cfg)
-    if entry.apply is None:
-        raise EdgepruneError(f"step {cfg.STEP!r} has no implementation registered in this installation")
     loaded = ctx.model()
-    result = entry.apply(loaded.model, cfg, calib=ctx.calib, tokenizer=loaded.tokenizer)
+    apply = entry.apply or _apply_with_calibration
+    kwargs = {"calib": ctx.calib, "tokenizer": loaded.tokenizer}
+    if "dense" in inspect.signature(apply).parameters:
+        kwargs["dense"] = ctx.dense_model  # called only by steps that fit to the dense original
+    result = apply(loaded.model, cfg, **kwargs)
     model, report = result if isinstance(result, tuple) else (result, {})
     model.save_pretrained(tmp / "model")
     loaded.tokenizer.save_pretrained(tmp / "model")
-    figures = {"params": _param_count(model), "bytes": _param_count(model) * 4}
+    ctx.forget_model()  # the next stage reads the saved model (what --resume would read too)
+    params = _param_count(model)
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    figures = {"params": params, "nonzero_params": nonzero, "bytes": params * 4}
     rep = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
-    figures.update({k: v for k, v in rep.items() if isinstance(v, (int, float, str, bool))})
+    figures.update({k: v for k, v in rep.items() if isinstance(v, (int, float, str, bool)) and k not in figures})
     return figures, {"model": "model"}
+
+
+# calibration for steps applied in a build without a dedicated in-build apply: 64 windows of 128
+# tokens (the CLI's defaults); the model's own text unless the build was given --calib
+CALIB_WINDOWS, CALIB_SEQ_LEN = 64, 128
+
+
+def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
+    """Apply ``implementation(cfg)`` with calibration windows drawn from ``calib`` (a source name)."""
+    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.config import implementation
+
+    fn = implementation(cfg)
+    windows = calibration_windows(tokenizer, calib or "self", n_windows=CALIB_WINDOWS, seq_len=CALIB_SEQ_LEN,
+                                  seed=0, model=model, progress=progress)  # fmt: skip
+    kwargs = {"progress": progress}
+    if "dense" in inspect.signature(fn).parameters:  # steps that fit a pruned model to its dense original
+        kwargs["dense"] = dense()
+    return fn(model, cfg, windows, **kwargs)
 
 
 _HANDLERS = {"evaluate": _evaluate, "export": _export, "profile": _profile}

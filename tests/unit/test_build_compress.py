@@ -1,0 +1,62 @@
+"""Compression steps inside a build: recipes name them (prune, sparsify, ...), the runner applies
+them with calibration from the build's --calib source, and the next stage sees the result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.pipeline.recipes import parse_recipe, registered_recipes
+from tests.tiny import save_tiny, tiny_llama
+
+
+def test_every_builtin_recipe_is_runnable_here():
+    from edgeprune.pipeline.recipes import BUILTIN_RECIPES
+
+    assert set(registered_recipes()) == set(BUILTIN_RECIPES)
+    steps = [s.STEP for s in parse_recipe("adapt-25").steps]
+    assert "prune" in steps and [s.STEP for s in parse_recipe("sparse24-int4").steps].count("sparsify") == 1
+
+
+def test_a_bad_compression_key_is_reported_with_the_others(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("steps:\n  - step: prune\n    taget: 0.3\n  - step: sparsify\n    pattern: '4:2'\n")
+    with pytest.raises(EdgepruneError) as e:
+        parse_recipe(str(path))
+    msg = str(e.value)
+    assert "2 problem(s)" in msg and "did you mean 'target'" in msg and "4:2" in msg and "\n" not in msg
+
+
+def test_build_prunes_then_sparsifies_a_tiny_model(tmp_path):
+    from edgeprune.pipeline.runner import build
+
+    src = save_tiny(tiny_llama(num_hidden_layers=4), tmp_path / "tiny")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+steps:
+  - step: prune
+    target: 0.3
+    method: taylor-uniform
+    align: 8
+  - step: sparsify
+    pattern: "2:4"
+    method: wanda
+""")
+    report = build("host", model=str(src), recipe=str(recipe), out=tmp_path / "out", log=lambda m: None)
+    prune, sparsify = report["stages"]
+    assert prune["figures"]["params"] < sum(p.numel() for p in tiny_llama(num_hidden_layers=4).parameters())
+    assert sparsify["figures"]["params"] == prune["figures"]["params"]  # 2:4 keeps shapes, zeroes half
+    assert sparsify["figures"]["nonzero_params"] < prune["figures"]["nonzero_params"]
+    # the last stage's model is a saved, loadable, 2:4-sparse model
+    from edgeprune.compress import masks as mk
+    from edgeprune.models import load
+
+    model = load(str(tmp_path / "out" / "stages" / "02-sparsify" / "model")).model
+    assert mk.satisfies_nm(model.model.layers[0].mlp.up_proj.weight.detach(), 2, 4)
+    manifest = json.loads((tmp_path / "out" / "stages" / "01-prune" / "manifest.json").read_text())
+    assert manifest["config"]["step"] == "prune" and manifest["config"]["target"] == 0.3
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit
+.PHONY: install run test test-unit system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# System packages beyond the venv (openssh-server for the remote-profiling test): apt-get if root/sudo.
+system-deps:
+	sh scripts/system-deps.sh
+
+install: $(STAMP) system-deps
 
 # The main job: build the embedded default model for this machine (--resume: a second run reuses
 # finished stages), then show what was built.

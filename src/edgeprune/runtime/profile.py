@@ -32,6 +32,8 @@ class ProfileResult:
     runs: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     machine: dict = field(default_factory=dict)
+    remote: str | None = None  # ssh://... or adb://... when measured on a board
+    telemetry: dict = field(default_factory=dict)  # the board's thermal zones, clocks, load, tegrastats
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,11 +69,20 @@ def profile(
     reps: int = 5,
     threads: int | None = None,
     timeout_s: float = 600,
+    remote: str | None = None,
+    remote_options=None,
 ) -> ProfileResult:
-    """Measure load time, prefill and decode tokens/s, TTFT and peak RSS over ``reps`` fresh processes."""
+    """Measure load time, prefill and decode tokens/s, TTFT and peak RSS over ``reps`` fresh processes.
+
+    ``remote``: ``ssh://user@host[:port]`` or ``adb://SERIAL`` runs them on that board instead
+    (``remote_options``: an ``edgeprune.runtime.remote.RemoteOptions``), see ``runtime/remote.py``.
+    """
     if prompt_tokens < 1 or gen_tokens < 1 or reps < 1:
         raise EdgepruneError("--prompt-tokens, --gen-tokens and --reps must be >= 1")
     runtime, handle = resolve_runtime(artifact, runtime)
+    if remote:
+        return _profile_remote(artifact, handle, runtime, remote, remote_options, prompt_tokens=prompt_tokens,
+                               gen_tokens=gen_tokens, reps=reps, threads=threads, timeout_s=timeout_s)  # fmt: skip
     threads = threads or os.cpu_count() or 1
     result = ProfileResult(artifact=artifact, runtime=runtime, prompt_tokens=prompt_tokens,
                            gen_tokens=gen_tokens, reps=reps, threads=threads, machine=machine_info())  # fmt: skip
@@ -88,12 +99,34 @@ def profile(
         run = json.loads(lines[-1]) if lines else {"error": proc.stderr.strip().splitlines()[-1:] or "no output"}
         if "error" in run:
             raise EdgepruneError(f"{runtime} run failed on {handle}: {run['error']}")
-        run["prefill_tps"] = prompt_tokens / run["prefill_s"]
-        run["decode_tps"] = gen_tokens / run["decode_s"]
-        run["ttft_ms"] = 1000 * run["prefill_s"]  # the first token's logits come with the prompt's last position
-        result.runs.append(run)
-    result.summary = {k: _stats([r[k] for r in result.runs]) for k in ("load_s", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")}
+        result.runs.append(_rates(run, prompt_tokens, gen_tokens))
+    result.summary = _summary(result.runs)
     return result
+
+
+def _rates(run: dict, prompt_tokens: int, gen_tokens: int) -> dict:
+    run["prefill_tps"] = prompt_tokens / run["prefill_s"]
+    run["decode_tps"] = gen_tokens / run["decode_s"]
+    run["ttft_ms"] = 1000 * run["prefill_s"]  # the first token's logits come with the prompt's last position
+    return run
+
+
+def _summary(runs: list[dict]) -> dict:
+    return {k: _stats([r[k] for r in runs]) for k in ("load_s", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")}
+
+
+def _profile_remote(artifact, handle, runtime, url, options, *, prompt_tokens, gen_tokens, reps, threads, timeout_s) -> ProfileResult:
+    from edgeprune.runtime.remote import RemoteOptions, remote_profile
+
+    if options is None:
+        options = RemoteOptions(timeout_s=timeout_s)
+    out = remote_profile(handle, url, runtime=runtime, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
+                         threads=threads, options=options)  # fmt: skip
+    runs = [_rates(r, prompt_tokens, gen_tokens) for r in out["runs"]]
+    machine = dict(out["machine"], runtimes=out["probe"]["modules"])
+    return ProfileResult(artifact=artifact, runtime=runtime, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
+                         threads=out["threads"], runs=runs, summary=_summary(runs), machine=machine, remote=out["remote"],
+                         telemetry=out["telemetry"])  # fmt: skip
 
 
 def machine_info() -> dict:
@@ -119,8 +152,9 @@ def write_report(result: ProfileResult, out_dir: str | Path) -> dict[str, Path]:
 
 def format_markdown(result: ProfileResult) -> str:
     s = result.summary
+    where = f"{result.remote}: " if result.remote else ""
     rows = [
-        f"# {result.artifact} on {result.runtime} ({result.threads} threads, {result.machine.get('cpu', '?')})",
+        f"# {result.artifact} on {result.runtime} ({where}{result.threads} threads, {result.machine.get('cpu', '?')})",
         "",
         f"pp{result.prompt_tokens} / tg{result.gen_tokens}, {result.reps} runs, each in a fresh process (median [min, max])",
         "",
@@ -130,7 +164,27 @@ def format_markdown(result: ProfileResult) -> str:
     for key, label in [("prefill_tps", "prefill tok/s"), ("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT ms"),
                        ("load_s", "load s"), ("peak_rss_mb", "peak RSS MiB")]:  # fmt: skip
         rows.append(f"| {label} | {s[key]['median']:.2f} | {s[key]['min']:.2f} | {s[key]['max']:.2f} |")
+    rows += _telemetry_lines(result.telemetry)
     return "\n".join(rows)
+
+
+def _telemetry_lines(tel: dict) -> list[str]:
+    """The board's telemetry during the runs, one line per source present."""
+    if not tel:
+        return []
+    lines = ["", f"telemetry ({tel.get('samples', 0)} samples every {tel.get('interval_s', '?')} s):"]
+    if "thermal_c" in tel:
+        zones = ", ".join(f"{k} {v['min']:.0f}-{v['max']:.0f}" for k, v in tel["thermal_c"].items())
+        lines.append(f"- thermal zones, deg C (min-max): {zones}")
+    if "cpu_mhz" in tel:
+        lines.append(f"- CPU clock MHz: {tel['cpu_mhz']['min']:.0f}-{tel['cpu_mhz']['max']:.0f}")
+    if "load1_max" in tel:
+        lines.append(f"- 1-min load, max: {tel['load1_max']:.2f}")
+    if "mem_available_mb_min" in tel:
+        lines.append(f"- available memory, min: {tel['mem_available_mb_min']:.0f} MiB")
+    if "tegrastats" in tel:
+        lines.append(f"- tegrastats ({tel['tegrastats']['lines']} lines), last: `{tel['tegrastats']['last']}`")
+    return lines
 
 
 def _plot(result: ProfileResult, path: Path) -> None:

@@ -13,46 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 
-
-def _random_tokens(n: int, vocab: int, seed: int) -> list[int]:
-    import random
-
-    rng = random.Random(seed)
-    # Skip the lowest ids: they are special tokens in most vocabularies.
-    return [rng.randrange(min(100, vocab // 2), vocab) for _ in range(n)]
+from edgeprune.runtime.runner import peak_rss_mb, random_tokens, run_llamacpp  # noqa: F401 (re-exported)
 
 
-def run_llamacpp(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
-    import llama_cpp
-
-    t0 = time.perf_counter()
-    llm = llama_cpp.Llama(
-        model_path=artifact, n_ctx=prompt_tokens + gen_tokens + 16, n_batch=512, n_ubatch=512,
-        n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False, seed=seed,
-    )  # fmt: skip
-    load_s = time.perf_counter() - t0
-    vocab = llm.n_vocab()
-    prompt = _random_tokens(prompt_tokens, vocab, seed)
-    gen = _random_tokens(gen_tokens, vocab, seed + 1)
-
-    def once(p, g):
-        llm.reset()  # position 0 again; eval() drops the KV cells past the current position
-        t = time.perf_counter()
-        llm.eval(p)
-        t_prefill = time.perf_counter() - t
-        t = time.perf_counter()
-        for tok in g:
-            llm.eval([tok])
-        return t_prefill, time.perf_counter() - t
-
-    once(prompt[:16], gen[:4])  # warm-up
-    prefill_s, decode_s = once(prompt, gen)
-    return {"load_s": load_s, "prefill_s": prefill_s, "decode_s": decode_s}
+# The llama.cpp runner, the prompt ids and the RSS probe live in the self-contained runner that is
+# also copied to remote boards, so local and remote figures come from the same code.
+_random_tokens = random_tokens
 
 
 def run_torch(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
@@ -118,22 +88,6 @@ def run_onnxruntime(artifact: str, prompt_tokens: int, gen_tokens: int, threads:
     once(prompt[:16], gen[:4])  # warm-up
     prefill_s, decode_s = once(prompt, gen)
     return {"load_s": load_s, "prefill_s": prefill_s, "decode_s": decode_s}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process since it started running this program.
-
-    On Linux, ``ru_maxrss`` survives ``exec`` and so would count the (possibly huge) parent that
-    forked us; ``VmHWM`` belongs to the new address space, so it is read first.
-    """
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB -> MiB
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 RUNNERS = {"llama.cpp": run_llamacpp, "torch": run_torch, "onnxruntime": run_onnxruntime}

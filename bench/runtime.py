@@ -1,0 +1,299 @@
+"""Bench: the default model (SmolLM2-135M) on this host, dense vs pruned vs 2:4, llama.cpp and onnxruntime.
+
+Models: ``dense`` (stock), ``pruned`` (whole KV groups and MLP channels cut at random per layer with
+``compress.cut.random_keep``, seeded, MLP widths multiples of 32, first and last 4 layers whole: the
+stand-in of bench/gguf_roundtrip.py, tuned to remove ~25% of the block parameters) and ``2:4``
+(magnitude 2:4 on every block Linear). GGUF and ONNX have no 2:4 storage, so the 2:4 model is
+written dense (its zeros stored): same bytes and same speed as dense on a CPU, which has no 2:4
+kernels. Formats: GGUF F16 / Q8_0 / Q4_0 in llama.cpp, ONNX FP32 / int8 / int4 (weight-only
+MatMulNBits) in onnxruntime.
+
+Every row is measured by the profiling harness (``edgeprune.runtime.profile``: a fresh process per
+repetition, warm-up excluded, median of the repetitions) and predicted by the roofline cost model
+(``edgeprune.devices.cost``) on the measured ``host`` profile, first with the default efficiency
+and then calibrated: one bandwidth efficiency per (runtime, type) fitted on the dense rows only,
+so the pruned and 2:4 rows are held-out predictions. The calibration is saved with the host
+profile's cache (``edgeprune.devices.host.save_calibration``).
+
+Two stages, so that only the timed part needs a quiet machine:
+
+    /work/cpu-slot    python bench/runtime.py build --workdir /tmp/edgeprune-runtime   # artifacts (~20 min, 1 core)
+    /work/cpu-slot -2 python bench/runtime.py time  --workdir /tmp/edgeprune-runtime   # timings (exclusive, 2 threads)
+
+Writes ``bench/results/runtime.json`` + ``runtime.md`` + ``runtime.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = ("model", "runtime", "quant", "bytes", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb",
+           "predicted_decode_tps", "measured_vs_predicted", "predicted_decode_tps_default",
+           "measured_vs_predicted_default", "roofline_fraction")  # fmt: skip
+GGUF_QUANTS = ("f16", "q8_0", "q4_0")
+ONNX_QUANTS = ("fp32", "int8", "int4")
+BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# -- stage 1: artifacts ----------------------------------------------------------------------------
+
+
+def block_params(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if ".layers." in n)
+
+
+def sparsify_24(model):
+    """A copy of ``model`` with magnitude 2:4 on every block Linear (weights zeroed in place)."""
+    import copy
+
+    import torch
+
+    from edgeprune.compress.masks import magnitude_scores, nm_mask
+
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, mod in out.named_modules():
+            if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in BLOCK_LINEARS:
+                mod.weight.mul_(nm_mask(magnitude_scores(mod.weight), 2, 4).to(mod.weight.dtype))
+    return out
+
+
+def build(args) -> int:
+    import torch
+
+    from edgeprune.compress.cut import cut_widths, random_keep
+    from edgeprune.export.gguf import export_gguf
+    from edgeprune.export.onnx import export_onnx
+    from edgeprune.models import load, to_per_layer
+
+    torch.set_num_threads(1)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    loaded = load("smollm2-135m")
+    dense, tok = loaded
+    n_layers = dense.config.num_hidden_layers
+    keep = random_keep(to_per_layer(dense).config, attn_keep=args.attn_keep, mlp_keep=args.mlp_keep, seed=args.seed)
+    pruned = cut_widths(dense, {i: k for i, k in keep.items() if args.protect <= i < n_layers - args.protect})
+    models = {"dense": dense, "pruned": pruned, "2:4": sparsify_24(dense)}
+    removed = 1 - block_params(pruned) / block_params(dense)
+    pc = pruned.config
+    manifest = {
+        "pruned": {"method": "random whole KV groups and MLP channels per layer (compress.cut.random_keep)",
+                   "attn_keep": args.attn_keep, "mlp_keep": args.mlp_keep, "seed": args.seed,
+                   "layers_kept_whole": f"first and last {args.protect}", "block_params_removed": removed,
+                   "heads": pc.heads_per_layer(), "kv_heads": pc.kv_heads_per_layer(), "mlp": pc.intermediate_per_layer()},
+        "2:4": {"method": "magnitude 2:4 on q/k/v/o/gate/up/down of every layer; stored dense (GGUF and ONNX have no 2:4 type)"},
+        "artifacts": [],
+    }  # fmt: skip
+    print(f"pruned: {removed:.1%} of block parameters removed", flush=True)
+    for name, model in models.items():
+        stem = name.replace(":", "")
+        for q in args.gguf_quants.split(","):
+            path = work / f"{stem}-{q}.gguf"
+            if not path.exists():
+                t0 = time.perf_counter()
+                export_gguf(model, tok, path, qtype=q, source_gguf=loaded.path, progress=False, verify=False)
+                print(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.0f}s", flush=True)
+            manifest["artifacts"].append({"model": name, "runtime": "llama.cpp", "quant": q, "path": str(path)})
+        for q in args.onnx_quants.split(","):
+            path = work / f"{stem}-onnx-{q}"
+            if not path.exists():
+                t0 = time.perf_counter()
+                export_onnx(model, path, tokenizer=tok, quant=None if q == "fp32" else q, verify=False, threads=1)
+                print(f"{path.name}: in {time.perf_counter() - t0:.0f}s", flush=True)
+            manifest["artifacts"].append({"model": name, "runtime": "onnxruntime", "quant": q, "path": str(path)})
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {work / 'manifest.json'}")
+    return 0
+
+
+# -- stage 2: timings ------------------------------------------------------------------------------
+
+
+def onnx_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".onnx", ".data") or f.name.endswith(".onnx_data"))
+
+
+def cost_of(art: dict, shapes: dict):
+    """The cost model's view of one artifact: the model's shapes (from its F16 GGUF) with this file's bytes."""
+    from edgeprune.devices.cost import artifact_cost
+
+    path = Path(art["path"])
+    info = dict(shapes[art["model"]])
+    info["file_bytes"] = path.stat().st_size if path.is_file() else onnx_bytes(path)
+    info["dtype"] = art["quant"]
+    return artifact_cost(info)
+
+
+def time_all(args) -> int:
+    from edgeprune.benchutil import bench_document, write_bench
+    from edgeprune.describe import describe
+    from edgeprune.devices import host as host_mod
+    from edgeprune.devices.cost import calibrate_bandwidth, decode_bytes_per_token, predict
+    from edgeprune.runtime.profile import profile
+
+    work = Path(args.workdir)
+    manifest = json.loads((work / "manifest.json").read_text())
+    arts = [a for a in manifest["artifacts"] if not args.only or a["model"] in args.only.split(",")]
+    t_start = time.perf_counter()
+    # Measured on the quiet machine this stage runs on (the cache may hold a figure from a busy one).
+    host = host_mod.measure_host(refresh=True)
+    hp = host_mod.host_profile()
+    shapes = {a["model"]: describe(a["path"]) for a in arts if a["runtime"] == "llama.cpp" and a["quant"] == "f16"}
+    pp, tg = args.prompt_tokens, args.gen_tokens
+    rows = []
+    for art in arts:
+        res = profile(art["path"], runtime=art["runtime"], prompt_tokens=pp, gen_tokens=tg, reps=args.reps, threads=args.threads)
+        s = res.summary
+        cost = cost_of(art, shapes)
+        bpt = decode_bytes_per_token(cost, prompt_tokens=pp, gen_tokens=tg)
+        rows.append({
+            "model": art["model"], "runtime": art["runtime"], "quant": art["quant"], "bytes": cost.weight_bytes,
+            "prefill_tps": s["prefill_tps"]["median"], "decode_tps": s["decode_tps"]["median"],
+            "decode_tps_min": s["decode_tps"]["min"], "decode_tps_max": s["decode_tps"]["max"],
+            "ttft_ms": s["ttft_ms"]["median"], "peak_rss_mb": s["peak_rss_mb"]["median"], "load_s": s["load_s"]["median"],
+            "decode_bytes_per_token": bpt,
+            "roofline_fraction": s["decode_tps"]["median"] * bpt / (hp.bandwidth_gbs * 1e9),
+            "_cost": cost,
+        })  # fmt: skip
+        r = rows[-1]
+        print(f"{art['model']:>6} {art['runtime']:<11} {art['quant']:<5} {r['bytes'] / 1e6:7.1f} MB  pp {r['prefill_tps']:7.1f}  "
+              f"tg {r['decode_tps']:6.1f} t/s  rss {r['peak_rss_mb']:.0f} MiB  roofline {r['roofline_fraction']:.0%}", flush=True)  # fmt: skip
+    timed_s = time.perf_counter() - t_start
+
+    # Before: the default efficiency. After: one bandwidth efficiency per (runtime, type), fitted on dense.
+    for r in rows:
+        pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, bw_efficiency=None, runtime="none")
+        r["predicted_decode_tps_default"] = pred.decode_tps
+        r["measured_vs_predicted_default"] = r["decode_tps"] / pred.decode_tps
+    calibration: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["model"] == "dense":
+            eff = calibrate_bandwidth([(r["decode_tps"], r["_cost"])], hp, prompt_tokens=pp, gen_tokens=tg)
+            calibration.setdefault(r["runtime"], {})[r["quant"]] = eff
+    host_mod.save_calibration(calibration, prompt_tokens=pp, gen_tokens=tg)
+    hp = host_mod.host_profile()  # reloaded: now carries the calibration
+    for r in rows:
+        pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, runtime=r["runtime"])
+        r["predicted_decode_tps"] = pred.decode_tps
+        r["measured_vs_predicted"] = r["decode_tps"] / pred.decode_tps
+        r["predicted_prefill_tps"] = pred.prefill_tps
+        r["calibration_fit"] = "in-sample" if r["model"] == "dense" else "held-out"
+        del r["_cost"]
+
+    figures = figures_of(rows)
+    settings = {
+        "method": f"edgeprune.runtime.profile: pp{pp} / tg{tg}, {args.reps} repetitions each in a fresh process, "
+                  "warm-up excluded, median (min/max in the JSON); random prompt token ids like llama-bench",
+        "threads": args.threads, "timed_under": "/work/cpu-slot -2 (exclusive use of both cores)",
+        "timed_seconds": timed_s, "host": host, "kv_cache": "llama.cpp: f16; onnxruntime: fp32",
+        "roofline": "decode_tps x (weight bytes + KV bytes at the mean context) / the host's measured copy bandwidth",
+        "calibration": {"fit_on": "dense rows only (one bandwidth efficiency per runtime and type)", "efficiency": calibration},
+        "models": {k: v for k, v in manifest.items() if k != "artifacts"},
+        "note_2_4": "GGUF and ONNX store the 2:4 model dense (no 2:4 type; no 2:4 kernels on CPUs): same bytes, no speed-up",
+    }  # fmt: skip
+    out = Path(args.out)
+    doc = bench_document("runtime", rows, settings=settings, figures=figures, complete=True)
+    text = write_bench(doc, out, out.with_suffix(".md"), COLUMNS,
+                       title="# runtime: SmolLM2-135M dense / pruned / 2:4 on this host, llama.cpp and onnxruntime")  # fmt: skip
+    with out.with_suffix(".md").open("a") as fh:
+        fh.write("\n" + "\n".join(figures["lines"]) + "\n")
+    plot(rows, out.with_suffix(".png"))
+    print(text)
+    print("\n".join(figures["lines"]))
+    print(f"timed part: {timed_s:.0f}s; wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    return 0
+
+
+def figures_of(rows: list[dict]) -> dict:
+    """The issue's three figures, each as a check with the numbers behind it."""
+    by = {(r["model"], r["runtime"], r["quant"]): r for r in rows}
+    checks, lines, speedups = {}, [], []
+
+    def check(key: str, ok: bool, detail: str) -> None:
+        checks[key] = bool(ok)
+        lines.append(f"{'PASS' if ok else 'FAIL'}  {key}: {detail}")
+
+    for q in GGUF_QUANTS:
+        d, p = by.get(("dense", "llama.cpp", q)), by.get(("pruned", "llama.cpp", q))
+        if d and p:
+            speed, byte_ratio = p["decode_tps"] / d["decode_tps"], d["bytes"] / p["bytes"]
+            speedups.append({"quant": q, "decode_speedup": speed, "byte_ratio": byte_ratio, "share": speed / byte_ratio})
+            check(f"pruned GGUF {q} decode speed-up >= 0.9 x byte ratio", speed >= 0.9 * byte_ratio,
+                  f"x{speed:.3f} vs bytes x{byte_ratio:.3f} ({speed / byte_ratio:.2f} of it)")  # fmt: skip
+    q8 = by.get(("dense", "llama.cpp", "q8_0"))
+    if q8:
+        check("llama.cpp Q8_0 decode >= 70% of the measured-bandwidth roofline", q8["roofline_fraction"] >= 0.7,
+              f"{q8['roofline_fraction']:.0%} ({q8['decode_tps']:.1f} t/s x {q8['decode_bytes_per_token'] / 1e6:.1f} MB/token)")  # fmt: skip
+    for stage, key in (("before calibration (default efficiency)", "measured_vs_predicted_default"),
+                       ("after calibration", "measured_vs_predicted")):  # fmt: skip
+        ratios = [r[key] for r in rows]
+        held = [r[key] for r in rows if r["model"] != "dense"] if key == "measured_vs_predicted" else ratios
+        worst = max(held, key=lambda x: abs(x - 1))
+        check(f"cost-model decode within +-25% on host, {stage}" + (", held-out rows" if key == "measured_vs_predicted" else ""),
+              all(0.75 <= x <= 1.25 for x in held),
+              f"measured/predicted median {statistics.median(ratios):.2f}, worst {worst:.2f} over {len(held)} rows")  # fmt: skip
+    return {"checks": checks, "pruned_vs_dense_gguf": speedups, "lines": lines}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeprune.fileio import atomic_file
+
+    labels = [f"{r['runtime'].replace('onnxruntime', 'ort')}\n{r['quant']}" for r in rows if r["model"] == "dense"]
+    models = sorted({r["model"] for r in rows}, key=["dense", "pruned", "2:4"].index)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        sub = [r for r in rows if r["model"] == m]
+        xs = [j + i * width for j in range(len(sub))]
+        axes[0].bar(xs, [r["decode_tps"] for r in sub], width, label=f"{m} measured")
+        axes[0].scatter(xs, [r["predicted_decode_tps"] for r in sub], color="k", marker="_", s=120, zorder=3,
+                        label="predicted (calibrated)" if i == 0 else None)  # fmt: skip
+        axes[1].bar(xs, [r["roofline_fraction"] for r in sub], width, label=m)
+    for ax, title in ((axes[0], "decode tokens/s"), (axes[1], "decode / bandwidth roofline")):
+        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(labels))], labels, fontsize=8)
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    axes[1].axhline(0.7, color="grey", linestyle="--", linewidth=1)
+    fig.tight_layout()
+    with atomic_file(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+    b = sub.add_parser("build", help="export the artifacts into --workdir (resumable)")
+    b.add_argument("--attn-keep", type=float, default=0.75, help="mean share of KV groups the pruned model keeps")
+    b.add_argument("--mlp-keep", type=float, default=0.65, help="mean share of MLP channels the pruned model keeps")
+    b.add_argument("--protect", type=int, default=4, help="keep the first and last N layers whole")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--gguf-quants", default=",".join(GGUF_QUANTS))
+    b.add_argument("--onnx-quants", default=",".join(ONNX_QUANTS))
+    t = sub.add_parser("time", help="profile every artifact in --workdir and write the results")
+    t.add_argument("--prompt-tokens", type=int, default=128)
+    t.add_argument("--gen-tokens", type=int, default=64)
+    t.add_argument("--reps", type=int, default=3)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--only", default="", help="comma-separated models (default: all)")
+    t.add_argument("--out", default=str(HERE / "results" / "runtime.json"))
+    for sp in (b, t):
+        sp.add_argument("--workdir", default="/tmp/edgeprune-runtime")
+    args = p.parse_args(argv)
+    return build(args) if args.stage == "build" else time_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -169,11 +169,13 @@ class AdbTransport(Transport):
         proc = self._call(self.adb_argv("get-state"), timeout=self.connect_timeout + 5, what="adb get-state")
         state = proc.stdout.strip()
         if proc.returncode != 0 or state != "device":
-            detail = _last_line(proc.stderr) or state or f"exit {proc.returncode}"
-            hint = ("accept the USB debugging prompt on the phone" if "unauthorized" in detail
-                    else "reconnect it or restart adb (`adb kill-server`)" if "offline" in detail
-                    else "`adb devices` lists the serials")  # fmt: skip
-            raise EdgepruneError(f"adb device {self.target.host!r} is not ready: {detail}; {hint}")
+            self._not_ready(_last_line(proc.stderr) or state or f"exit {proc.returncode}")
+
+    def _not_ready(self, detail: str):
+        hint = ("accept the USB debugging prompt on the phone" if "unauthorized" in detail
+                else "reconnect it or restart adb (`adb kill-server`)" if "offline" in detail
+                else "`adb devices` lists the serials")  # fmt: skip
+        raise EdgepruneError(f"adb device {self.target.host!r} is not ready: {detail}; {hint}")
 
     def shell(self, command: str, *, timeout: float) -> subprocess.CompletedProcess:
         # adb shell returns the remote exit status (adb >= 1.0.32 with shell protocol).
@@ -189,7 +191,7 @@ class AdbTransport(Transport):
         if proc.returncode and ("not found" in err and "device" in err or "no devices" in err):
             raise EdgepruneError(f"no adb device {self.target.host!r}: {_last_line(proc.stderr)}; `adb devices` lists the serials")
         if proc.returncode and ("unauthorized" in err or "offline" in err):
-            raise EdgepruneError(f"adb device {self.target.host!r} is not ready: {_last_line(proc.stderr)}")
+            self._not_ready(_last_line(proc.stderr))
 
 
 def _last_line(text: str) -> str:

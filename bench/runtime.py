@@ -135,7 +135,8 @@ def time_all(args) -> int:
     from edgeprune.benchutil import bench_document, write_bench
     from edgeprune.describe import describe
     from edgeprune.devices import host as host_mod
-    from edgeprune.devices.cost import calibrate_bandwidth, decode_bytes_per_token, predict
+    from edgeprune.devices.cost import (DEFAULT_BW_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, calibrate_bandwidth,
+                                        calibrate_compute, decode_bytes_per_token, predict)  # fmt: skip
     from edgeprune.runtime.profile import profile
 
     work = Path(args.workdir)
@@ -167,23 +168,28 @@ def time_all(args) -> int:
               f"tg {r['decode_tps']:6.1f} t/s  rss {r['peak_rss_mb']:.0f} MiB  roofline {r['roofline_fraction']:.0%}", flush=True)  # fmt: skip
     timed_s = time.perf_counter() - t_start
 
-    # Before: the default efficiency. After: one bandwidth efficiency per (runtime, type), fitted on dense.
+    # Before: the default efficiencies. After: one (bandwidth, compute) efficiency per (runtime, type),
+    # fitted on the dense rows only; the pruned and 2:4 rows are held-out predictions.
     for r in rows:
-        pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, bw_efficiency=None, runtime="none")
+        pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, bw_efficiency=DEFAULT_BW_EFFICIENCY,
+                       compute_efficiency=DEFAULT_COMPUTE_EFFICIENCY)  # fmt: skip
         r["predicted_decode_tps_default"] = pred.decode_tps
         r["measured_vs_predicted_default"] = r["decode_tps"] / pred.decode_tps
-    calibration: dict[str, dict[str, float]] = {}
+    calibration: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
         if r["model"] == "dense":
-            eff = calibrate_bandwidth([(r["decode_tps"], r["_cost"])], hp, prompt_tokens=pp, gen_tokens=tg)
-            calibration.setdefault(r["runtime"], {})[r["quant"]] = eff
-    host_mod.save_calibration(calibration, prompt_tokens=pp, gen_tokens=tg)
-    hp = host_mod.host_profile()  # reloaded: now carries the calibration
+            calibration.setdefault(r["runtime"], {})[r["quant"]] = {
+                "bw_efficiency": calibrate_bandwidth([(r["decode_tps"], r["_cost"])], hp, prompt_tokens=pp, gen_tokens=tg),
+                "compute_efficiency": calibrate_compute([(r["prefill_tps"], r["_cost"])], hp, prompt_tokens=pp),
+            }  # fmt: skip
+    host_mod.save_calibration(calibration, note=f"bench/runtime.py, dense SmolLM2-135M, pp{pp}/tg{tg}, {args.threads} threads")
+    hp = host_mod.host_profile()  # reloaded from the cache: now carries the calibration
     for r in rows:
         pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, runtime=r["runtime"])
         r["predicted_decode_tps"] = pred.decode_tps
         r["measured_vs_predicted"] = r["decode_tps"] / pred.decode_tps
         r["predicted_prefill_tps"] = pred.prefill_tps
+        r["prefill_measured_vs_predicted"] = r["prefill_tps"] / pred.prefill_tps
         r["calibration_fit"] = "in-sample" if r["model"] == "dense" else "held-out"
         del r["_cost"]
 

@@ -91,3 +91,26 @@ def test_cli_devices_list_show_and_errors(capsys):
     assert json.loads(capsys.readouterr().out)["bandwidth_gbs"] == 1008
     assert main(["devices", "show", "rpi5"]) == 2
     assert "unknown device 'rpi5'" in capsys.readouterr().err
+
+
+def test_host_calibration_is_fitted_persisted_and_used():
+    from edgeprune.devices.cost import calibrate_bandwidth, calibrate_compute, decode_bytes_per_token
+
+    host = get_device("host")
+    assert predict(host, COST).bw_efficiency == 0.6  # nothing fitted yet: the default
+    eff = calibrate_bandwidth([(40.0, COST)], host, prompt_tokens=128, gen_tokens=64)
+    assert eff == pytest.approx(40.0 * decode_bytes_per_token(COST, prompt_tokens=128, gen_tokens=64) / 20e9)
+    ceff = calibrate_compute([(500.0, COST)], host, prompt_tokens=128)
+    host_mod.save_calibration({"llama.cpp": {"q8_0": {"bw_efficiency": eff, "compute_efficiency": ceff}}}, note="test")
+    host = get_device("host")  # read back from the cache
+    assert host.calibration["llama.cpp"]["q8_0"]["bw_efficiency"] == pytest.approx(eff)
+    assert "calibration" in host.sources
+    p = predict(host, COST, prompt_tokens=128, gen_tokens=64, runtime="llama.cpp")
+    assert p.decode_tps == pytest.approx(40.0, rel=1e-9) and p.prefill_tps == pytest.approx(500.0, rel=1e-6)
+    # a held-out artifact of the same type: decode scales with its bytes
+    half = dataclasses.replace(COST, weight_bytes=COST.weight_bytes // 2)
+    ratio = decode_bytes_per_token(COST, prompt_tokens=128, gen_tokens=64) / decode_bytes_per_token(half, prompt_tokens=128, gen_tokens=64)
+    assert predict(host, half, prompt_tokens=128, gen_tokens=64).decode_tps == pytest.approx(40.0 * ratio, rel=1e-9)
+    # other runtimes / types keep the defaults; re-measuring the host drops the calibration
+    assert predict(host, COST, runtime="onnxruntime").bw_efficiency == 0.6
+    assert host_mod.host_profile(refresh=True).calibration == {}

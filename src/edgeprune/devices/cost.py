@@ -101,27 +101,57 @@ def _peak_flops(profile: DeviceProfile, quant: str) -> float:
     return max(profile.peak_tflops.values()) * 1e12
 
 
+def decode_bytes_per_token(cost: ArtifactCost, *, prompt_tokens: int = 512, gen_tokens: int = 128) -> float:
+    """Bytes one decoded token reads: every weight once, plus the KV cache at the mean context
+    (prompt + gen/2 positions) of a llama-bench-style run."""
+    return cost.weight_bytes + cost.kv_bytes_per_position * (prompt_tokens + gen_tokens / 2)
+
+
+def calibrated(profile: DeviceProfile, quant: str, runtime: str | None) -> dict[str, float]:
+    """The profile's fitted efficiencies for ``runtime`` (or, when None, llama.cpp first, then
+    any runtime) and this storage type; {} when none were fitted."""
+    cal = profile.calibration
+    order = [runtime] if runtime else ["llama.cpp", *sorted(cal)]
+    for rt in order:
+        if quant.lower() in cal.get(rt, {}):
+            return cal[rt][quant.lower()]
+    return {}
+
+
 def predict(
     profile: DeviceProfile,
     cost: ArtifactCost,
     *,
     prompt_tokens: int = 512,
     gen_tokens: int = 128,
-    bw_efficiency: float = DEFAULT_BW_EFFICIENCY,
-    compute_efficiency: float = DEFAULT_COMPUTE_EFFICIENCY,
+    bw_efficiency: float | None = None,
+    compute_efficiency: float | None = None,
+    runtime: str | None = None,
 ) -> Prediction:
-    """Roofline prediction for a llama-bench-style run (pp ``prompt_tokens``, tg ``gen_tokens``)."""
+    """Roofline prediction for a llama-bench-style run (pp ``prompt_tokens``, tg ``gen_tokens``).
+
+    Efficiencies left as None come from the profile's calibration for ``runtime`` and the
+    artifact's storage type when it has one (``calibrate_bandwidth``; the host's is fitted by
+    bench/runtime.py), else the defaults. A calibrated bandwidth efficiency is an end-to-end
+    figure (measured decode x bytes per token / bandwidth): it already includes the runtime's
+    compute for that type, so decode is then predicted from bandwidth alone.
+    """
+    cal = calibrated(profile, cost.quant, runtime) if bw_efficiency is None or compute_efficiency is None else {}
+    fitted_bw = bw_efficiency is None and "bw_efficiency" in cal
+    bw_efficiency = bw_efficiency if bw_efficiency is not None else cal.get("bw_efficiency", DEFAULT_BW_EFFICIENCY)
+    if compute_efficiency is None:
+        compute_efficiency = cal.get("compute_efficiency", DEFAULT_COMPUTE_EFFICIENCY)
     bw = profile.bandwidth_gbs * 1e9 * bw_efficiency
     flops = _peak_flops(profile, cost.quant) * compute_efficiency
     # Decode: one token at a mean context of prompt + gen/2 positions.
     ctx = prompt_tokens + gen_tokens / 2
-    bytes_per_token = cost.weight_bytes + cost.kv_bytes_per_position * ctx
+    bytes_per_token = decode_bytes_per_token(cost, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
     flops_per_token = cost.linear_flops_per_token + cost.attn_flops_per_position * ctx
-    t_bw, t_compute = bytes_per_token / bw, flops_per_token / flops
+    t_bw, t_compute = bytes_per_token / bw, (0.0 if fitted_bw else flops_per_token / flops)
     t_fixed = cost.n_layers * profile.per_layer_overhead_us * 1e-6
     decode_tps = 1.0 / (max(t_bw, t_compute) + t_fixed)
     # Prefill: all prompt tokens at once; weights read once, attention over a growing context.
-    prefill_flops = prompt_tokens * cost.linear_flops_per_token + cost.attn_flops_per_position * prompt_tokens**2 / 2
+    prefill_flops = prefill_flops_of(cost, prompt_tokens)
     t_prefill = max(prefill_flops / flops, cost.weight_bytes / bw) + t_fixed
     memory = cost.weight_bytes + cost.kv_bytes_per_position * (prompt_tokens + gen_tokens) + RUNTIME_OVERHEAD_BYTES
     return Prediction(
@@ -135,6 +165,38 @@ def predict(
         bw_efficiency=bw_efficiency,
         compute_efficiency=compute_efficiency,
     )
+
+
+def prefill_flops_of(cost: ArtifactCost, prompt_tokens: int) -> float:
+    """FLOPs of one prompt batch: the weight matrices per token plus causal attention (n^2 / 2)."""
+    return prompt_tokens * cost.linear_flops_per_token + cost.attn_flops_per_position * prompt_tokens**2 / 2
+
+
+def calibrate_bandwidth(measured: list[tuple[float, ArtifactCost]], profile: DeviceProfile, *,
+                        prompt_tokens: int = 512, gen_tokens: int = 128) -> float:  # fmt: skip
+    """End-to-end bandwidth efficiency from (measured decode tokens/s, artifact) pairs of one
+    runtime and storage type: the geometric mean of decode x bytes per token / peak bandwidth
+    (the roofline fraction). Per-layer fixed costs, if the profile has them, are taken out first."""
+    import math
+
+    logs = []
+    for tps, cost in measured:
+        t = 1.0 / tps - cost.n_layers * profile.per_layer_overhead_us * 1e-6
+        if t <= 0:
+            raise ValueError(f"measured {tps} tok/s is faster than the profile's fixed per-layer costs allow")
+        logs.append(math.log(decode_bytes_per_token(cost, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens) / t
+                             / (profile.bandwidth_gbs * 1e9)))  # fmt: skip
+    return math.exp(sum(logs) / len(logs))
+
+
+def calibrate_compute(measured: list[tuple[float, ArtifactCost]], profile: DeviceProfile, *, prompt_tokens: int = 512) -> float:
+    """Prefill compute efficiency from (measured prefill tokens/s, artifact) pairs: geometric mean
+    of achieved FLOP/s over the profile's peak for the type."""
+    import math
+
+    logs = [math.log(prefill_flops_of(cost, prompt_tokens) * tps / prompt_tokens / _peak_flops(profile, cost.quant))
+            for tps, cost in measured]  # fmt: skip
+    return math.exp(sum(logs) / len(logs))
 
 
 def calibrate(measured_decode_tps: float, measured_prefill_tps: float, profile: DeviceProfile, cost: ArtifactCost,

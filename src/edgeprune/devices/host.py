@@ -115,8 +115,21 @@ def measure_host(*, refresh: bool = False) -> dict:
     return figures
 
 
+def save_calibration(efficiency: dict[str, dict[str, dict[str, float]]], *, note: str = "") -> dict:
+    """Store fitted efficiencies (runtime -> storage type -> {"bw_efficiency", "compute_efficiency"})
+    in the host cache beside the measurements they were fitted against; a later ``refresh``
+    re-measures the host and drops them (they are relative to the measured bandwidth and peak)."""
+    from edgeprune.fileio import write_text_atomic
+
+    figures = measure_host()
+    figures["calibration"] = {"efficiency": efficiency, "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "note": note}
+    write_text_atomic(_cache_file(), json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
 def host_profile(*, refresh: bool = False) -> DeviceProfile:
     m = measure_host(refresh=refresh)
+    cal = m.get("calibration") or {}
     isa = tuple(m["cpu_isa"])
     where = f"measured on this machine {m['measured_at']} (cached in {_cache_file()})"
     return DeviceProfile(
@@ -139,6 +152,9 @@ def host_profile(*, refresh: bool = False) -> DeviceProfile:
             "peak_tflops": f"numpy float32 1024x1024 matmul, best of 5; {where}",
             "usable_memory_gb": "80% of MemAvailable at measurement time",
             "cpu_isa": "/proc/cpuinfo flags",
+            **({"calibration": f"fitted {cal['fitted_at']} ({cal.get('note') or 'measured decode / prefill'}), cached "
+                               f"with the measurements in {_cache_file()}"} if cal else {}),  # fmt: skip
         },
         measured=True,
+        calibration=cal.get("efficiency", {}),
     )

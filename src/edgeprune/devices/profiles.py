@@ -43,6 +43,9 @@ class DeviceProfile:
     per_layer_overhead_us: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
     measured: bool = False
+    # Efficiencies fitted on measurements (host only so far): runtime -> storage type ->
+    # {"bw_efficiency": ..., "compute_efficiency": ...}; ``devices.cost.predict`` uses them.
+    calibration: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

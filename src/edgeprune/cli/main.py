@@ -20,6 +20,7 @@ VERBS = {
     "profile": "edgeprune.cli.profile_cmd",
     "build": "edgeprune.cli.build_cmd",
     "export": "edgeprune.cli.export_cmd",
+    "reconstruct": "edgeprune.cli.reconstruct_cmd",
     # later verbs add one line each here (eval, export, prune, sparsify, reconstruct, profile, build, devices)
 }
 

@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     r.add_argument("--remote-timeout", type=float, default=600, metavar="S", help="seconds per repetition on the board")
     r.add_argument("--keep-remote", action="store_true", help="leave the copied files on the board")
     r.add_argument("--adb", default="adb", metavar="PATH", help="the adb binary (default: adb on PATH)")
+    r.add_argument("--gpu-layers", type=int, default=0, metavar="N",
+                   help="llama.cpp layers to offload to the board's GPU (a CUDA build on a Jetson: 99 = all; default 0 = CPU)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -32,12 +34,16 @@ def run(args) -> int:
     from edgeprune.runtime.profile import format_markdown, profile, write_report
 
     options = None
+    if args.gpu_layers and not args.remote:
+        from edgeprune.errors import EdgepruneError
+
+        raise EdgepruneError("--gpu-layers applies to --remote runs (this harness profiles the host's CPU)")
     if args.remote:
         from edgeprune.runtime.remote import RemoteOptions
 
         options = RemoteOptions(python=args.remote_python, key=args.ssh_key, ssh_options=tuple(args.ssh_option),
                                 connect_timeout=args.connect_timeout, timeout_s=args.remote_timeout,
-                                keep=args.keep_remote, adb=args.adb)  # fmt: skip
+                                keep=args.keep_remote, adb=args.adb, gpu_layers=args.gpu_layers)  # fmt: skip
     result = profile(args.artifact, runtime=args.runtime, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
                      reps=args.reps, threads=args.threads, remote=args.remote, remote_options=options)  # fmt: skip
     print(format_markdown(result))

@@ -211,6 +211,7 @@ class RemoteOptions:
     timeout_s: float = 600  # per repetition on the board; copying gets its own size-based budget
     keep: bool = False  # leave the copied files on the board (a re-run copies again)
     adb: str = "adb"
+    gpu_layers: int = 0  # llama.cpp layers to offload to the board's GPU (Jetson: 99 = all)
 
 
 def make_transport(target: RemoteTarget, opts: RemoteOptions) -> Transport:
@@ -282,7 +283,7 @@ def remote_profile(
         q = shlex.quote
         cmd = (f"{q(options.python)} {q(remote_dir + '/runner.py')} run --runtime {q(runtime)} --artifact {q(remote_artifact)} "
                f"--prompt-tokens {prompt_tokens} --gen-tokens {gen_tokens} --reps {reps} --threads {threads} "
-               f"--timeout {options.timeout_s:.0f}")  # fmt: skip
+               f"--timeout {options.timeout_s:.0f} --gpu-layers {options.gpu_layers}")  # fmt: skip
         proc = tr.shell(cmd, timeout=reps * options.timeout_s + 60)
     finally:
         if not options.keep:

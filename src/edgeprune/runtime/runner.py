@@ -38,12 +38,13 @@ def random_tokens(n: int, vocab: int, seed: int) -> list:
     return [rng.randrange(min(100, vocab // 2), vocab) for _ in range(n)]
 
 
-def run_llamacpp(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int) -> dict:
+def run_llamacpp(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int, gpu_layers: int = 0) -> dict:
+    """``gpu_layers``: layers offloaded to the GPU (a CUDA/Metal/Vulkan build of llama.cpp; 0 = CPU)."""
     import llama_cpp
 
     t0 = time.perf_counter()
     llm = llama_cpp.Llama(
-        model_path=artifact, n_ctx=prompt_tokens + gen_tokens + 16, n_batch=512, n_ubatch=512,
+        model_path=artifact, n_ctx=prompt_tokens + gen_tokens + 16, n_batch=512, n_ubatch=512, n_gpu_layers=gpu_layers,
         n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False, seed=seed,
     )  # fmt: skip
     load_s = time.perf_counter() - t0
@@ -294,8 +295,10 @@ def probe() -> dict:
 
 
 def once(args) -> dict:
-    result = RUNNERS[args.runtime](args.artifact, args.prompt_tokens, args.gen_tokens, args.threads, args.seed)
+    extra = {"gpu_layers": args.gpu_layers} if args.runtime == "llama.cpp" and args.gpu_layers else {}
+    result = RUNNERS[args.runtime](args.artifact, args.prompt_tokens, args.gen_tokens, args.threads, args.seed, **extra)
     result["peak_rss_mb"] = peak_rss_mb()
+    result.update(extra)
     result.update(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, threads=args.threads)
     return result
 
@@ -304,7 +307,8 @@ def run(args) -> dict:
     """``reps`` repetitions, each in a fresh process, with telemetry sampled around them."""
     runs = []
     base = [sys.executable, os.path.abspath(__file__), "once", "--runtime", args.runtime, "--artifact", args.artifact,
-            "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens), "--threads", str(args.threads)]  # fmt: skip
+            "--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens), "--threads", str(args.threads),
+            "--gpu-layers", str(args.gpu_layers)]  # fmt: skip
     with Telemetry() as tel:
         for rep in range(args.reps):
             proc = subprocess.run(base + ["--seed", str(rep)], capture_output=True, text=True, timeout=args.timeout)
@@ -330,6 +334,7 @@ def main(argv=None) -> int:
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--reps", type=int, default=5)
         sp.add_argument("--timeout", type=float, default=600, help="seconds per repetition")
+        sp.add_argument("--gpu-layers", type=int, default=0, help="llama.cpp: layers to offload to the GPU (default 0: CPU)")
     args = p.parse_args(argv)
     if args.cmd == "probe":
         print(json.dumps(probe()))

@@ -1,0 +1,269 @@
+"""Local reconstruction bench (arXiv 2510.14444) on SmolLM2-135M: 2:4 masks (magnitude / Wanda /
+SparseGPT) and a structured-pruned model, each without and with reconstruction, plus the
+input-mode and granularity sweeps on Wanda 2:4.
+
+    python bench/reconstruct.py                           # the default job list (see JOBS; long)
+    python bench/reconstruct.py --jobs dense,wanda,wanda+recon
+    python bench/reconstruct.py --tiny                    # the whole pipeline on a tiny random model
+
+Rows: ``method`` (mask method, ``+recon`` when reconstructed; ``dense``), ``pattern`` (``2:4``,
+``structured-35%``, ``dense``), ``granularity`` (``block1``, ``block3``, ``attn_mlp``, ``linear``),
+``inputs`` (``dense`` (a): dense inputs and dense targets; ``pruned`` (b): pruned-stream inputs, the
+dense submodel applied to them; ``pruned_true`` (c): pruned-stream inputs, the dense model's true
+activations), ``trainable``, ``epochs``, ``lr``, ``calib`` (windows x tokens), ``ppl`` / ``dense_ppl``
+/ ``ppl_ratio`` (WikiText-2 test, raw, windows of 1024 tokens, the first ``--ppl-windows``: the
+helpers of bench/sparse24.py), ``wall_s`` / ``cpu_s`` (pruning + reconstruction, not evaluation;
+the calibration text is cached), ``peak_rss_mb`` (the row's process; evaluation included) and
+``recon_peak_rss_mb`` / ``working_mb`` (at the end of reconstruction; peak minus the RSS when it
+started, with both models loaded), ``fp32_model_mb`` (one model's float32 parameters).
+
+Calibration is data-free: text the dense model sampled itself (seeded, cached under the edgeprune
+cache: 4 x 32 windows of 256 tokens), never WikiText-2. Every job runs in its own process with
+``--threads`` torch threads; rows merge into ``bench/results/reconstruct.json`` (rows already there
+are skipped unless ``--fresh``) with ``reconstruct.md`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import fcntl
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "bench"))
+
+# job label -> settings: "prune" (magnitude | wanda | sparsegpt | structured), "recon" (Reconstruct fields or None)
+R = {}  # the default reconstruction: Reconstruct's defaults, masks chosen in the loop
+JOBS = {
+    "dense": {"prune": None},
+    "wanda": {"prune": "wanda"},
+    "wanda+recon": {"prune": "wanda", "recon": R},
+    "magnitude": {"prune": "magnitude"},
+    "magnitude+recon": {"prune": "magnitude", "recon": R},
+    "sparsegpt": {"prune": "sparsegpt"},
+    "sparsegpt+recon": {"prune": "sparsegpt", "recon": R},
+    "wanda+recon/inputs=dense": {"prune": "wanda", "recon": {"inputs": "dense"}},
+    "wanda+recon/inputs=pruned": {"prune": "wanda", "recon": {"inputs": "pruned"}},
+    "wanda+recon/attn_mlp": {"prune": "wanda", "recon": {"granularity": "attn_mlp"}},
+    "wanda+recon/block3": {"prune": "wanda", "recon": {"blocks": 3}},
+    "wanda+recon/linear": {"prune": "wanda", "recon": {"granularity": "linear"}},
+    "wanda+recon/lora": {"prune": "wanda", "recon": {"trainable": "lora", "lr": 1e-3}},
+    "structured": {"prune": "structured"},
+    "structured+recon": {"prune": "structured", "recon": R},
+}
+COLUMNS = ("method", "pattern", "granularity", "inputs", "trainable", "epochs", "lr", "calib", "ppl", "dense_ppl", "ppl_ratio",
+           "rel_mse_before", "rel_mse_after", "wall_s", "cpu_s", "peak_rss_mb", "working_mb", "fp32_model_mb")  # fmt: skip
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job labels (see JOBS)")
+    p.add_argument("--calib-chunks", type=int, default=4, help="self-generated chunks of 32 x 256 tokens (cached)")
+    p.add_argument("--set", default="", help="extra Reconstruct settings for every +recon job, as JSON (e.g. '{\"epochs\": 4}')")
+    p.add_argument("--tag", default="", help="suffix for the row label (to keep variants apart)")
+    p.add_argument("--ppl-windows", type=int, default=16, help="WikiText-2 test windows of 1024 tokens (the first N)")
+    p.add_argument("--structured-target", type=float, default=0.35)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(RESULTS / "reconstruct.json"))
+    p.add_argument("--fresh", action="store_true", help="recompute rows already in the JSON")
+    p.add_argument("--tiny", action="store_true", help="a tiny random model and tiny settings: check the pipeline")
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # internal: run one job, print its row
+    args = p.parse_args(argv)
+    args.zs_limit, args.zs_tasks = 0, ""  # sparse24.evaluate: perplexity only
+    if args.tiny:
+        args.out = str(Path(args.out).with_name("reconstruct_tiny.json"))
+        args.calib_chunks, args.ppl_windows = 1, 4
+    return args
+
+
+def label(job: str, args) -> str:
+    return job + (f"[{args.tag}]" if args.tag else "")
+
+
+# -- one job (in its own process) ----------------------------------------------------------------------
+
+
+def calibration(dense, tok, args):
+    import torch
+
+    from edgeprune.compress.calib import TokenWindows, calibration_windows
+
+    if args.tiny:
+        return calibration_windows(tok, "shakespeare", n_windows=16, seq_len=64, seed=0)
+    parts = [calibration_windows(tok, "self", n_windows=32, seq_len=256, seed=1000 + i, model=dense, progress=False)
+             for i in range(args.calib_chunks)]  # fmt: skip
+    return TokenWindows(torch.cat([p.ids for p in parts]), f"self-generated by the dense model, {args.calib_chunks} x 32 x 256 tokens (seeds 1000+)")
+
+
+def run_job(job: str, args) -> dict:
+    import torch
+
+    from edgeprune.compress.reconstruct import Reconstruct, reconstruct
+    from edgeprune.compress.sparsify import NMPrune, nm_prune
+    from edgeprune.compress.threads import torch_threads
+    from edgeprune.models import load
+    from sparse24 import Clock, _tiny_model, evaluate, peak_rss_mb
+
+    spec = JOBS[job]
+    with torch_threads(args.threads):
+        dense, tok = load(_tiny_model(RESULTS / ".tiny") if args.tiny else args.model)
+        fp32_mb = sum(p.numel() for p in {id(p): p for p in dense.parameters()}.values()) * 4 / 2**20
+        row = {"label": label(job, args), "method": job.split("/")[0], "pattern": "dense", "granularity": None, "inputs": None,
+               "trainable": None, "epochs": None, "lr": None, "threads": torch.get_num_threads(), "fp32_model_mb": round(fp32_mb, 1)}  # fmt: skip
+        clock = Clock()
+        if spec["prune"] is None:
+            row.update(evaluate(dense, tok, args, zeroshot=False), wall_s=0.0, cpu_s=0.0, peak_rss_mb=peak_rss_mb())
+            return row
+        calib = calibration(dense, tok, args)
+        row["calib"] = f"{len(calib)} x {calib.seq_len}"
+        row["calibration"] = calib.describe()
+        recon = spec.get("recon")
+        model = copy.deepcopy(dense)
+        with clock.work():
+            if spec["prune"] == "structured":
+                from edgeprune.compress.structured import StructuredPrune, structured_prune
+                from edgeprune.models import to_per_layer
+
+                row["pattern"] = f"structured-{round(args.structured_target * 100)}%"
+                step = StructuredPrune(target=args.structured_target, method="taylor-uniform")
+                model, srep = structured_prune(to_per_layer(model), step, calib, progress=False)
+                row["prune_step"] = step.to_dict()
+                row["removed_fraction"] = srep.removed_fraction
+            else:
+                row["pattern"] = "2:4"
+                if recon is None:  # one-shot, calibrated on the pruned stream (NMPrune)
+                    step = NMPrune(pattern="2:4", method=spec["prune"])
+                    model, _ = nm_prune(model, step, calib, progress=False)
+                    row["prune_step"] = step.to_dict()
+            if recon is not None:
+                kw = {**recon, **json.loads(args.set or "{}")}
+                if spec["prune"] != "structured":
+                    kw.setdefault("prune", spec["prune"])  # masks chosen in the loop, from the pruned stream
+                cfg = Reconstruct(**kw)
+                model, rep = reconstruct(model, cfg, calib, dense=dense, progress=False)
+                g = f"block{cfg.blocks}" if cfg.granularity == "block" else cfg.granularity
+                row.update(granularity=g, inputs=cfg.inputs, trainable=cfg.trainable, epochs=cfg.epochs, lr=cfg.lr,
+                           recon_step=cfg.to_dict(), rel_mse_before=rep.rel_mse_before, rel_mse_after=rep.rel_mse_after,
+                           recon_wall_s=rep.wall_s, recon_steps=rep.steps, recon_peak_rss_mb=rep.peak_rss_mb,
+                           recon_rss_start_mb=rep.rss_start_mb, working_mb=rep.working_mb, autocast=rep.autocast,
+                           zeros_before=rep.zeros_before, zeros_after=rep.zeros_after,
+                           per_submodel=[{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items() if k != "epoch_loss"}
+                                         for r in rep.per_submodel])  # fmt: skip
+        row.update(wall_s=clock.wall, cpu_s=clock.cpu)
+        row.update(evaluate(model, tok, args, zeroshot=False))
+        row["peak_rss_mb"] = peak_rss_mb()
+        return row
+
+
+# -- driver ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def figures(rows: list[dict]) -> list[str]:
+    """The issue's figures, each PASS/FAIL against the rows as measured."""
+    out = []
+    by = {r["label"]: r for r in rows}
+    w = by.get("wanda+recon")
+    if w and w.get("ppl_ratio"):
+        out.append(f"{'PASS' if w['ppl_ratio'] <= 2.0 else 'FAIL'}: Wanda 2:4 + reconstruction (default) = {w['ppl_ratio']:.2f}x dense ppl (target <= 2.0x)")
+    recon = [r for r in rows if "+recon" in r["method"] and r.get("ppl_ratio")]
+    if recon:
+        best = min(recon, key=lambda r: r["ppl_ratio"])
+        out.append(f"{'PASS' if best['ppl_ratio'] <= 1.6 else 'FAIL'}: best configuration {best['label']} = {best['ppl_ratio']:.2f}x (target <= 1.6x)")
+    for r in recon:
+        if r.get("working_mb") is not None:
+            ok = r["recon_peak_rss_mb"] <= 2 * r["fp32_model_mb"] + 1024
+            out.append(f"{'PASS' if ok else 'FAIL'}: {r['label']}: reconstruction peak RSS {r['recon_peak_rss_mb']:.0f} MB vs 2 x "
+                       f"{r['fp32_model_mb']:.0f} MB fp32 model + 1024 MB constant; working memory {r['working_mb']:.0f} MB")  # fmt: skip
+    return out
+
+
+def merge_row(path: Path, row: dict, args) -> dict:
+    from edgeprune.benchutil import bench_document, markdown_table, write_json_atomic
+    from edgeprune.fileio import write_text_atomic
+
+    with _locked(path):
+        doc = _read(path)
+        rows = [r for r in doc.get("rows", []) if r["label"] != row["label"]] + [row]
+        dense = next((r for r in rows if r["method"] == "dense"), None)
+        for r in rows:
+            if dense is not None and r.get("ppl") is not None:
+                r["dense_ppl"] = dense["ppl"]
+                r["ppl_ratio"] = r["ppl"] / dense["ppl"]
+        order = {j: i for i, j in enumerate(JOBS)}
+        rows.sort(key=lambda r: (order.get(r["label"].split("[")[0], 99), r["label"]))
+        settings = {
+            "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
+            "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
+            "calibration": "self-generated by the dense model (data-free, cached), never WikiText-2; one-shot rows use the same windows",
+            "masks": "+recon rows choose each submodel's 2:4 masks right before fitting it, from the pruned stream (in-loop, "
+            "as the paper); one-shot rows use NMPrune (sequential, pruned stream)",
+            "time": f"wall_s / cpu_s: pruning + reconstruction, no evaluation; torch threads {args.threads}; the machine is "
+            "shared by several agents, so cpu_s is the comparable figure",
+            "memory": "peak_rss_mb: the row's process (evaluation included); working_mb: reconstruction's peak RSS minus the "
+            "RSS at its start (both models loaded)",
+        }  # fmt: skip
+        checks = figures(rows)
+        doc = bench_document("reconstruct", rows, settings=settings, figures=checks)
+        write_json_atomic(path, doc)
+        md = [f"# reconstruct: {settings['model']}", ""] + [f"- {k}: {v}" for k, v in settings.items()]
+        md += ["", markdown_table(rows, ("label", *COLUMNS)), "", "## Figures", ""] + [f"- {c}" for c in checks] + [""]
+        write_text_atomic(path.with_suffix(".md"), "\n".join(md))
+    return doc
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if args.job:
+        print("ROW " + json.dumps(run_job(args.job, args), default=str), flush=True)
+        return 0
+    unknown = [j for j in args.jobs.split(",") if j not in JOBS]
+    if unknown:
+        print(f"unknown job(s) {', '.join(unknown)}: known are {', '.join(JOBS)}", file=sys.stderr)
+        return 2
+    done = {r["label"] for r in _read(out).get("rows", [])} if not args.fresh else set()
+    passthrough = list(argv if argv is not None else sys.argv[1:])
+    for job in args.jobs.split(","):
+        if label(job, args) in done:
+            print(f"skip {label(job, args)} (already in {out})", flush=True)
+            continue
+        print(f"run {label(job, args)} ({time.strftime('%H:%M:%S')})", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, __file__, *passthrough, "--job", job], stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            if line.startswith("ROW "):
+                row = json.loads(line[4:])
+                doc = merge_row(out, row, args)
+                r = next(x for x in doc["rows"] if x["label"] == row["label"])
+                print(f"  {r['label']}: ppl {r['ppl']:.3f} (x{r.get('ppl_ratio') or float('nan'):.3f}) work {r['wall_s']:.0f}s wall / "
+                      f"{r['cpu_s']:.0f}s cpu, peak RSS {r['peak_rss_mb']:.0f} MB [{time.perf_counter() - t0:.0f}s]", flush=True)  # fmt: skip
+        if proc.wait() != 0:
+            print(f"FAILED {job} (exit {proc.returncode})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

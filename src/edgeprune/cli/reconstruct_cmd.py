@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--prune", default=None, help="choose the masks in the loop from the pruned stream: magnitude | wanda | sparsegpt "
                    "(the model then comes in dense; default: keep the model's zeros)")  # fmt: skip
     p.add_argument("--pattern", default=None, help="in-loop pattern: N:M or unstructured (default 2:4)")
-    p.add_argument("--autocast", default=None, help="float32 | bfloat16 forwards (default float32)")
+    p.add_argument("--autocast", default=None, help="auto | float32 | bfloat16 autocast of the block passes (default auto: bfloat16 where the CPU has bf16 instructions)")
     p.add_argument("--config", default=None, help="a reconstruct YAML file; flags given on the command line override it")
     p.add_argument("--calib", default="shakespeare", help="calibration text: shakespeare, self (dense-model-generated), "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip

@@ -20,6 +20,10 @@ steps:
   - step: evaluate
     seq_len: 128
     limit_tokens: 1024
+  - step: prune
+    target: 0.3
+    method: taylor-uniform
+    align: 8
   - step: export
     format: gguf
     quant: q8_0
@@ -42,7 +46,8 @@ def _checksums(out: Path) -> dict:
 
 def test_build_runs_and_resumes_after_kill(tmp_path):
     tok = bpe_tokenizer()  # llama.cpp needs a BPE vocabulary with merges
-    model = tiny_llama(vocab_size=len(tok), bos_token_id=0, eos_token_id=1, pad_token_id=2, max_position_embeddings=512)
+    model = tiny_llama(vocab_size=len(tok), bos_token_id=0, eos_token_id=1, pad_token_id=2, max_position_embeddings=512,
+                       num_hidden_layers=4)  # fmt: skip
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
@@ -50,8 +55,9 @@ def test_build_runs_and_resumes_after_kill(tmp_path):
     recipe.write_text(RECIPE)
 
     ref = build("host", model=str(model_dir), recipe=str(recipe), out=tmp_path / "ref", log=lambda m: None)
-    assert [s["step"] for s in ref["stages"]] == ["evaluate", "export", "evaluate", "profile"]
-    assert ref["stages"][0]["figures"]["ppl"] > 1 and ref["stages"][2]["figures"]["ppl"] > 1
+    assert [s["step"] for s in ref["stages"]] == ["evaluate", "prune", "export", "evaluate", "profile"]
+    assert ref["stages"][0]["figures"]["ppl"] > 1 and ref["stages"][3]["figures"]["ppl"] > 1
+    assert ref["stages"][1]["figures"]["params"] < sum(p.numel() for p in model.parameters())  # the GGUF is pruned
     assert ref["measured_host"]["decode_tps"] > 0 and "raspberry-pi-5-8gb" in ref["predicted"]
     assert {p.name for p in (tmp_path / "ref").iterdir()} >= {"report.md", "report.json", "model-q8_0.gguf",
                                                                "quality_vs_size.png", "predicted_tps.png"}  # fmt: skip
@@ -64,7 +70,7 @@ def test_build_runs_and_resumes_after_kill(tmp_path):
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)  # during stage 2 (or later): no cleanup code runs
+    os.kill(proc.pid, signal.SIGKILL)  # during stage 2 (pruning) or later: no cleanup code runs
     proc.wait()
     assert not (out / "report.json").exists()
 

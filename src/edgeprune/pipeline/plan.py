@@ -77,27 +77,9 @@ def make_plan(
     gen_tokens: int = 128,
 ) -> Plan:
     """Choose how to build for ``profile``; raise EdgepruneError when the budget cannot be met."""
-    if format == "auto":
-        fmt = profile.preferred_formats[0]
-        why_fmt = f"{profile.name} prefers {', '.join(profile.preferred_formats)} (first listed)"
-        if profile.compute_engine == "gpu" and fmt == "gguf":
-            why_fmt += "; llama.cpp offloads all layers to the GPU there"
-    else:
-        fmt, why_fmt = format, "asked for in the recipe / on the command line"
-    if fmt not in FORMAT_QUANTS:
-        raise EdgepruneError(f"unknown format {fmt!r}: use gguf or onnx")
+    fmt, why_fmt, q, why_q = resolve_export(profile, format, quant)
     runtime = RUNTIME_FOR_FORMAT[fmt]
     backends = "/".join(profile.runtimes.get(runtime, ("?",)))
-    if quant in QUANT_ALIASES:
-        quant = QUANT_ALIASES[quant][fmt]
-    if quant == "auto":
-        prefs = [q for q in profile.preferred_quant if q in FORMAT_QUANTS[fmt]]
-        q = prefs[0] if prefs else FORMAT_QUANTS[fmt][0]
-        why_q = f"first of {profile.name}'s preferred types for {fmt} ({', '.join(prefs) or 'none listed'})"
-    else:
-        if quant not in FORMAT_QUANTS[fmt]:
-            raise EdgepruneError(f"quant {quant!r} does not exist for {fmt}: use one of {', '.join(FORMAT_QUANTS[fmt])}")
-        q, why_q = quant, "asked for in the recipe / on the command line"
 
     budget = max_memory_bytes or int(profile.usable_memory_gb * 1e9)
     why_budget = "--max-memory" if max_memory_bytes else f"usable memory of {profile.name} ({profile.usable_memory_gb} GB)"
@@ -129,6 +111,41 @@ def make_plan(
         memory_budget_bytes=Choice(budget, why_budget),
         predicted=pred.to_dict(),
     )
+
+
+def resolve_export(profile: DeviceProfile, format: str = "auto", quant: str = "auto") -> tuple[str, str, str, str]:
+    """``(format, why, quant, why)`` of an export step for ``profile``.
+
+    ``format``: ``auto`` (the target's first preferred format), ``alt`` (its second; the other
+    format where it lists one only), or ``gguf`` / ``onnx``. ``quant``: ``auto`` (the target's first
+    preferred type that exists in that format), a bit width (``4bit``, ``8bit``, ``float``), or a type.
+    """
+    others = [f for f in FORMAT_QUANTS if f not in profile.preferred_formats]
+    if format == "auto":
+        fmt = profile.preferred_formats[0]
+        why_fmt = f"{profile.name} prefers {', '.join(profile.preferred_formats)} (first listed)"
+        if profile.compute_engine == "gpu" and fmt == "gguf":
+            why_fmt += "; llama.cpp offloads all layers to the GPU there"
+    elif format == "alt":
+        ranked = list(profile.preferred_formats) + others
+        fmt = ranked[1]
+        why_fmt = (f"the second of {profile.name}'s formats ({', '.join(profile.preferred_formats)})" if fmt in profile.preferred_formats
+                   else f"{profile.name} lists only {profile.preferred_formats[0]}; {fmt} for comparison")  # fmt: skip
+    else:
+        fmt, why_fmt = format, "asked for in the recipe / on the command line"
+    if fmt not in FORMAT_QUANTS:
+        raise EdgepruneError(f"unknown format {fmt!r}: use auto, alt, gguf or onnx")
+    if quant in QUANT_ALIASES:
+        quant = QUANT_ALIASES[quant][fmt]
+    if quant == "auto":
+        prefs = [q for q in profile.preferred_quant if q in FORMAT_QUANTS[fmt]]
+        q = prefs[0] if prefs else FORMAT_QUANTS[fmt][0]
+        why_q = f"first of {profile.name}'s preferred types for {fmt} ({', '.join(prefs) or 'none listed'})"
+    else:
+        if quant not in FORMAT_QUANTS[fmt]:
+            raise EdgepruneError(f"quant {quant!r} does not exist for {fmt}: use one of {', '.join(FORMAT_QUANTS[fmt])}")
+        q, why_q = quant, "asked for in the recipe / on the command line"
+    return fmt, why_fmt, q, why_q
 
 
 def _planned_bytes(cost: ArtifactCost, quant: str) -> int:

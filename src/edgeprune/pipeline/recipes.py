@@ -18,10 +18,14 @@ from edgeprune.errors import EdgepruneError
 # Built-in recipes by name. Compression steps appear only in recipes whose steps are registered.
 BUILTIN_RECIPES: dict[str, str] = {
     "default": """
-description: quantize for the target (its preferred type), check quality, measure speed
+description: quantize for the target in its two formats (preferred types), check quality, measure speed
 steps:
   - step: evaluate
   - step: export
+  - step: evaluate
+  - step: profile
+  - step: export
+    format: alt
   - step: evaluate
   - step: profile
 """,

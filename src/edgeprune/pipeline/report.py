@@ -12,7 +12,8 @@ from edgeprune.fileio import atomic_file, write_text_atomic
 def write_report(ctx, header: dict) -> dict:
     out: Path = ctx.out
     finals = []
-    for art in ctx.artifacts[-1:]:  # the last export is what ships
+    last_per_format = {a["format"]: a for a in ctx.artifacts}  # the last export of each format ships
+    for art in last_per_format.values():
         src = Path(art["path"])
         dst = out / src.name
         if src.is_dir():
@@ -23,7 +24,9 @@ def write_report(ctx, header: dict) -> dict:
             with atomic_file(dst, overwrite=True) as tmp:
                 shutil.copyfile(src, tmp)
         finals.append({**art, "path": str(dst)})
-    profile = next((s["figures"] for s in reversed(ctx.stages) if s["step"] == "profile"), None)
+    profiles = [s["figures"] for s in ctx.stages if s["step"] == "profile"]
+    profile = profiles[-1] if profiles else None
+    keys = ("runtime", "artifact", "bytes", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")
     report = {
         "target": ctx.target,
         "model": header["model"],
@@ -33,8 +36,10 @@ def write_report(ctx, header: dict) -> dict:
                     "figures": {k: v for k, v in s["figures"].items() if k not in ("predicted", "summary")}}
                    for s in ctx.stages],  # fmt: skip
         "artifacts": finals,
-        "measured_host": None if profile is None else {k: profile[k] for k in ("runtime", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")},
+        "measured_host": None if profile is None else {k: profile.get(k) for k in keys},  # the last profile
+        "measured_all": [{k: p.get(k) for k in keys} for p in profiles],
         "predicted": None if profile is None else profile["predicted"],
+        "predicted_all": [{"artifact": p.get("artifact"), "target": p["predicted"].get(ctx.target)} for p in profiles],
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.md", format_markdown(report) + "\n")
@@ -54,13 +59,16 @@ def format_markdown(r: dict) -> str:
         ppl = f"{f['ppl']:.3f}" if "ppl" in f else ""
         acc = f"{f['acc_avg']:.3f}" if "acc_avg" in f else ""
         lines.append(f"| {s['stage']} | {what} | {f.get('params', '')} | {f.get('bytes', '')} | {ppl} | {acc} | {s['wall_s']:.1f} |")
-    if r["measured_host"]:
-        m = r["measured_host"]
-        lines += ["", "## Measured on the host", "",
-                  f"{m['runtime']}: prefill {m['prefill_tps']:.1f} tok/s, decode {m['decode_tps']:.1f} tok/s, "
-                  f"TTFT {m['ttft_ms']:.0f} ms, peak RSS {m['peak_rss_mb']:.0f} MiB"]  # fmt: skip
+    if r.get("measured_all"):
+        lines += ["", "## Measured on the host", "", "| artifact | runtime | bytes | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB | predicted decode on target |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for m, p in zip(r["measured_all"], r.get("predicted_all", [])):
+            pred = p.get("target") or {}
+            pd = f"{pred['decode_tps']:.1f}" if pred else ""
+            lines.append(f"| {Path(str(m['artifact'])).name} | {m['runtime']} | {m['bytes']} | {m['prefill_tps']:.1f} | "
+                         f"{m['decode_tps']:.1f} | {m['ttft_ms']:.0f} | {m['peak_rss_mb']:.0f} | {pd} |")  # fmt: skip
     if r["predicted"]:
-        lines += ["", "## Predicted (roofline cost model)", "", "| device | prefill tok/s | decode tok/s | TTFT ms | fits |", "|---|---:|---:|---:|---|"]
+        lines += ["", "## Predicted (roofline cost model, last artifact)", "", "| device | prefill tok/s | decode tok/s | TTFT ms | fits |", "|---|---:|---:|---:|---|"]
         for name, p in r["predicted"].items():
             mark = " (target)" if name == r["target"] else ""
             lines.append(f"| {name}{mark} | {p['prefill_tps']:.0f} | {p['decode_tps']:.1f} | {p['ttft_ms']:.0f} | {'yes' if p['fits'] else 'no'} |")

@@ -47,8 +47,10 @@ def _evaluate(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
 
 
 def _export(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
-    fmt = ctx.plan.format.value if cfg.format == "auto" else cfg.format
-    quant = ctx.plan.quant.value if cfg.quant == "auto" else cfg.quant
+    from edgeprune.devices.profiles import get_device
+    from edgeprune.pipeline.plan import resolve_export
+
+    fmt, _, quant, _ = resolve_export(get_device(ctx.target), cfg.format, cfg.quant)
     loaded = ctx.model()
     if fmt == "gguf":
         from edgeprune.export.gguf import export_gguf

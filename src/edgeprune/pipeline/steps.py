@@ -17,7 +17,7 @@ ONNX_QUANTS = ("fp32", "int8", "int4")
 class Export(StepConfig):
     """Write a deployable artifact: GGUF for llama.cpp or ONNX for onnxruntime."""
 
-    format: str = "auto"  # "auto": the target's preferred format
+    format: str = "auto"  # "auto": the target's preferred format; "alt": its second (or the other one)
     # GGUF type (q8_0, q4_0, ...), ONNX quant (fp32, int8, int4), a bit width (4bit, 8bit, float)
     # resolved for the chosen format, or "auto": the target's preferred type
     quant: str = "auto"
@@ -25,8 +25,8 @@ class Export(StepConfig):
 
     def check(self) -> list[str]:
         problems = []
-        if self.format not in ("auto", "gguf", "onnx"):
-            problems.append(f"export format must be auto, gguf or onnx, got {self.format!r}")
+        if self.format not in ("auto", "alt", "gguf", "onnx"):
+            problems.append(f"export format must be auto, alt, gguf or onnx, got {self.format!r}")
         valid = {"gguf": GGUF_TYPES, "onnx": ONNX_QUANTS}.get(self.format, GGUF_TYPES + ONNX_QUANTS) + QUANT_ALIASES
         if self.quant != "auto" and self.quant not in valid:
             problems.append(f"export quant {self.quant!r} is not one of {', '.join(valid)}")

@@ -121,3 +121,19 @@ def test_length_buckets_bound_the_padding():
         if len(b) > 2:
             assert len(b) * max(lengths[i] for i in b) <= 1.1 * sum(lengths[i] for i in b)
     assert length_buckets([5, 50], min_rows=4) == [[1, 0]]  # few rows: one forward beats less padding
+
+
+def test_named_corpus_without_local_data_falls_back_to_the_hub_cache_or_says_what_to_do(tmp_path, monkeypatch):
+    from edgeprune.data import corpus_path
+    from edgeprune.data.text import CORPORA
+    from edgeprune.errors import EdgepruneError
+
+    monkeypatch.setenv("EDGEPRUNE_DATA", str(tmp_path / "nowhere"))  # no local copy
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EdgepruneError, match="EDGEPRUNE_DATA.*cannot be fetched from the hub while HF_HUB_OFFLINE"):
+        corpus_path("wikitext2")
+    cached = tmp_path / "cache" / "data" / CORPORA["wikitext2"]  # what an online run leaves behind
+    cached.parent.mkdir(parents=True)
+    cached.write_text(" = Title = \n")
+    assert corpus_path("wikitext2") == cached

@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import copy
 import fcntl
+import hashlib
 import json
 import resource
 import subprocess
@@ -233,8 +234,11 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     log = RESULTS / ("sparse24_ast_progress.jsonl" if not args.tiny else "sparse24_tiny_ast_progress.jsonl")
     run_id = json.dumps({"step": step.to_dict(), "data": args.ast_train_data, "windows": args.ast_train_windows,
                          "seq": args.ast_seq_len, "calib": [args.calib, args.calib_windows, args.calib_seq_len]}, sort_keys=True)  # fmt: skip
-    ckpt = cache_root() / "bench" / f"sparse24-ast-{abs(hash(run_id)) % 10**10}.ckpt"
-    if not ckpt.is_file():
+    # a stable id (Python's hash() of a str changes with every process: a resume would never find it)
+    run_hash = hashlib.sha256(run_id.encode()).hexdigest()[:12]
+    ckpt = cache_root() / "bench" / f"sparse24-ast-{run_hash}.ckpt"
+    final = ckpt.with_suffix(".final.pt")  # the trained model: the quantized rows can be redone without training
+    if not ckpt.is_file() and not final.is_file():
         log.write_text("")  # a fresh run: a fresh progress file
     ckpt.parent.mkdir(parents=True, exist_ok=True)
 
@@ -274,9 +278,22 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
         last[:] = [time.perf_counter() - paused.wall, time.process_time() - paused.cpu]
         paused.wall = paused.cpu = 0.0
 
-    model, rep = sparse_train(model, step, calib, train_data=train, progress=not args.tiny, on_log=on_log,
-                              checkpoint=ckpt, checkpoint_every=5)  # fmt: skip
-    ckpt.unlink(missing_ok=True)
+    if final.is_file():
+        import torch
+
+        saved = torch.load(final, weights_only=False)
+        model, rep = saved["model"], saved["report"]
+        event({"event": "reused", "final": str(final)})
+    else:
+        model, rep = sparse_train(model, step, calib, train_data=train, progress=not args.tiny, on_log=on_log,
+                                  checkpoint=ckpt, checkpoint_every=5)  # fmt: skip
+        import torch
+
+        from edgeprune.fileio import atomic_file
+
+        with atomic_file(final, overwrite=True) as tmp:
+            torch.save({"model": model, "report": rep}, tmp)
+        ckpt.unlink(missing_ok=True)
     # the cost of the recipe, each unit once (a step redone after a stop counts once, its last time)
     events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     gen = {e["chunk"]: e for e in events if e.get("event") == "gen"}

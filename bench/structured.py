@@ -46,12 +46,18 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--train-only", action="store_true", help="only the Adapt-Pruner rows with recovery training")
     p.add_argument("--train-targets", default="0.25", help="targets of the trained rows (the figure is at 0.25)")
-    p.add_argument("--train-tokens", type=int, default=65536, help="recovery budget (tokens, all stages)")
+    p.add_argument("--train-tokens", type=int, default=163840, help="recovery budget (tokens, all stages)")
     p.add_argument("--train-stages", type=int, default=5, help="prune-then-train stages (~5%% of parameters each)")
     p.add_argument("--train-pool", type=int, default=256, help="self-generated training windows (repeated if fewer than the budget)")
+    p.add_argument("--train-lr", type=float, default=1e-4)
+    p.add_argument("--train-curve", default="0.34,0.67", help="fractions of the last stage at which to measure a short ppl")
+    p.add_argument("--train-curve-windows", type=int, default=4)
     p.add_argument("--calib", default="self", help="calibration source (self, shakespeare, wikitext2-valid or a file)")
     p.add_argument("--calib-pool", type=int, default=64, help="calibration windows in the pool")
-    p.add_argument("--calib-windows", type=int, default=16, help="windows per calibration pass / mini-step")
+    p.add_argument("--calib-windows", type=int, default=32, help="windows per calibration pass / mini-step")
+    p.add_argument("--calib-dtype", default="bfloat16", help="autocast dtype of the calibration passes (float32 to disable)")
+    p.add_argument("--adapt-separate", action="store_true",
+                   help="one Adapt-Pruner run per target (default: one run to the largest, snapshots at the others)")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--ppl-windows", type=int, default=8, help="WikiText-2 test windows of 1024 tokens (first N)")
     p.add_argument("--zs-limit", type=int, default=10, help="docs per zero-shot task (0: skip zero-shot)")
@@ -80,78 +86,125 @@ def _tiny_model(tmp: Path):
     return str(path)
 
 
-def run_row(spec: dict, args) -> dict:
+def _evaluate(model, tok, args, row: dict) -> None:
+    from edgeprune.eval import Evaluator, PerplexityConfig, ZeroShotConfig
+
+    t0 = time.perf_counter()
+    ev = Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False)
+    seq = 1024 if not args.tiny else 256
+    ppl = ev.perplexity(PerplexityConfig(seq_len=seq, limit_tokens=args.ppl_windows * seq))
+    row.update(ppl=ppl.ppl, ppl_tokens=ppl.tokens, ppl_seq_len=seq)
+    if args.zs_limit:
+        results = ev.zeroshot(ZeroShotConfig(limit=args.zs_limit))
+        row["acc"] = {r.task: r.acc for r in results}
+        row["acc_avg"] = sum(r.acc for r in results) / len(results)
+        row["zs_limit"] = args.zs_limit
+    row["eval_s"] = time.perf_counter() - t0
+
+
+def _short_ppl(model, tok, args, windows: int) -> float:
+    from edgeprune.eval import Evaluator, PerplexityConfig
+
+    seq = 1024 if not args.tiny else 256
+    was = model.training
+    model.eval()
+    try:
+        return Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False).perplexity(
+            PerplexityConfig(seq_len=seq, limit_tokens=windows * seq)).ppl
+    finally:
+        model.train(was)
+
+
+def _done(rep, gen_s: float, step) -> dict:
+    return dict(
+        wall_s=rep.wall_s, data_gen_s=gen_s, prune_peak_rss_mb=rep.peak_rss_mb,
+        removed_fraction=rep.removed_fraction, kv_heads=rep.widths_after["kv_heads"],
+        intermediate=rep.widths_after["intermediate"], layer_importance=rep.layer_importance,
+        mini_steps=len(rep.mini_steps), calibration=rep.calibration, step=step.to_dict(),
+        train=[{k: t[k] for k in ("stage", "steps", "tokens", "first_loss", "last_loss", "wall_s", "tokens_per_s")}
+               for t in rep.train],
+        train_losses=[{"stage": t["stage"], "losses": t["losses"]} for t in rep.train] or None,
+    )  # fmt: skip
+
+
+def run_row(spec: dict, args) -> list[dict]:
+    """One row, or (``spec["snapshots"]``) one Adapt-Pruner run that gives a row per target."""
     import torch
 
-    from edgeprune.compress import StructuredPrune, TrainConfig, compress
+    from edgeprune.compress import StructuredPrune, TrainConfig
     from edgeprune.compress.calib import calibration_windows
-    from edgeprune.compress.structured import param_counts, peak_rss_mb
+    from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
     from edgeprune.compress.threads import torch_threads
-    from edgeprune.eval import Evaluator, PerplexityConfig, ZeroShotConfig
     from edgeprune.models import load, to_per_layer
 
-    row = dict(spec)
+    rows = []
     with torch_threads(args.threads):
         source = _tiny_model(RESULTS / ".tiny") if args.tiny else args.model
         loaded = load(source)
         model, tok = to_per_layer(loaded.model), loaded.tokenizer
         del loaded
-        t0 = time.perf_counter()
-        if spec["method"] != "dense":
-            calib = calibration_windows(tok, args.calib, n_windows=args.calib_pool, seq_len=args.seq_len, seed=0,
-                                        model=model, progress=False)  # fmt: skip
-            train = None
-            train_data = None
-            if spec["train_tokens"]:
-                train = TrainConfig(tokens=spec["train_tokens"], batch_size=4, lr=1e-4, kd_alpha=1.0, kd_temperature=1.0)
-                train_data = calibration_windows(tok, "self", n_windows=args.train_pool, seq_len=args.seq_len, seed=1,
-                                                 model=model, progress=False)  # fmt: skip
-                row["train_data"] = train_data.describe()
-            gen_s = time.perf_counter() - t0
-            step = StructuredPrune(target=spec["target"], method=spec["method"], align=16 if args.tiny else 32,
-                                   calib_windows=args.calib_windows, stages=spec.get("stages", 1), train=train,
-                                   seed=spec.get("seed", 0))  # fmt: skip
-            # the pruned model is kept (gitignored) so a failed evaluation does not cost the pruning again
-            saved = ROOT / ".cache" / "bench_structured" / ("tiny" if args.tiny else "full") / "-".join(map(str, _key(spec)))
-            if (saved / "row.json").is_file():
-                model = load(str(saved)).model
-                row.update(json.loads((saved / "row.json").read_text()))
-                row["reused_pruned_model"] = str(saved)
-            else:
-                t0 = time.perf_counter()
-                model, rep = compress(model, step, calib, train_data=train_data, progress=False)
-                done = dict(
-                    wall_s=time.perf_counter() - t0, data_gen_s=gen_s, prune_peak_rss_mb=peak_rss_mb(),
-                    removed_fraction=rep.removed_fraction, kv_heads=rep.widths_after["kv_heads"],
-                    intermediate=rep.widths_after["intermediate"], layer_importance=rep.layer_importance,
-                    mini_steps=len(rep.mini_steps), calibration=rep.calibration, step=step.to_dict(),
-                    train=[{k: t[k] for k in ("stage", "steps", "tokens", "first_loss", "last_loss", "wall_s")}
-                           for t in rep.train],
-                )  # fmt: skip
-                row.update(done)
-                from edgeprune.compress.structured import save_pruned
-
-                save_pruned(saved, model, tok, rep, extra={"row": done})
-                (saved / "row.json").write_text(json.dumps(done))
-        else:
-            row.update(wall_s=0.0, removed_fraction=0.0, kv_heads=model.config.kv_heads_per_layer(),
+        if spec["method"] == "dense":
+            row = dict(spec, wall_s=0.0, removed_fraction=0.0, kv_heads=model.config.kv_heads_per_layer(),
                        intermediate=model.config.intermediate_per_layer())  # fmt: skip
-        block, total, nbytes = param_counts(model)
-        row.update(params=total, block_params=block, bytes=nbytes)
+            block, total, nbytes = param_counts(model)
+            row.update(params=total, block_params=block, bytes=nbytes)
+            _evaluate(model, tok, args, row)
+            row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
+            return [row]
         t0 = time.perf_counter()
-        ev = Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False)
-        seq = 1024 if not args.tiny else 256
-        ppl = ev.perplexity(PerplexityConfig(seq_len=seq, limit_tokens=args.ppl_windows * seq))
-        row.update(ppl=ppl.ppl, ppl_tokens=ppl.tokens, ppl_seq_len=seq)
-        if args.zs_limit:
-            results = ev.zeroshot(ZeroShotConfig(limit=args.zs_limit))
-            row["acc"] = {r.task: r.acc for r in results}
-            row["acc_avg"] = sum(r.acc for r in results) / len(results)
-            row["zs_limit"] = args.zs_limit
-        row["eval_s"] = time.perf_counter() - t0
-        row["peak_rss_mb"] = peak_rss_mb()
-        row["threads"] = torch.get_num_threads()
-    return row
+        calib = calibration_windows(tok, args.calib, n_windows=args.calib_pool, seq_len=args.seq_len, seed=0,
+                                    model=model, progress=False)  # fmt: skip
+        train = train_data = None
+        extra = {}
+        if spec["train_tokens"]:
+            train = TrainConfig(tokens=spec["train_tokens"], batch_size=4, lr=args.train_lr, kd_alpha=1.0, kd_temperature=1.0,
+                                train_dtype=args.calib_dtype, freeze_embeddings=True)  # fmt: skip
+            train_data = calibration_windows(tok, "self", n_windows=args.train_pool, seq_len=args.seq_len, seed=1,
+                                             model=model, progress=False)  # fmt: skip
+            extra["train_data"] = train_data.describe()
+        gen_s = time.perf_counter() - t0
+        targets = sorted(spec.get("snapshots", []) + [spec["target"]])
+        step = StructuredPrune(target=targets[-1], method=spec["method"], align=16 if args.tiny else 32,
+                               calib_windows=args.calib_windows, calib_dtype=args.calib_dtype, stages=spec.get("stages", 1),
+                               train=train, seed=spec.get("seed", 0))  # fmt: skip
+        stages = step.stages
+        marks = {}
+        curve = []
+
+        def on_train_log(stage, n, steps, rec, student):
+            if stage != stages:
+                return
+            if not marks:
+                marks.update({max(1, round(float(f) * steps)): f for f in args.train_curve.split(",") if f})
+                marks[1] = 0.0  # just after the last cut (one step in)
+            if n in marks:
+                curve.append({"stage_step": n, "stage_steps": steps, "loss": rec["loss"],
+                              "ppl": _short_ppl(student, tok, args, args.train_curve_windows)})  # fmt: skip
+
+        snaps = {}
+        model_final, rep = structured_prune(model, step, calib, train_data=train_data, progress=False,
+                                            snapshots=tuple(targets[:-1]),
+                                            on_snapshot=(lambda x, m, r: snaps.__setitem__(x, (m, r))) if targets[:-1] else None,
+                                            on_train_log=on_train_log if train else None)  # fmt: skip
+        snaps[targets[-1]] = (model_final, rep)
+        for target, (pruned, prep) in sorted(snaps.items()):
+            snap_step = StructuredPrune.from_dict({**step.to_dict(), "target": target})
+            row = dict(spec, target=target, **extra)
+            row.pop("snapshots", None)
+            row.update(_done(prep, gen_s, snap_step))
+            if len(targets) > 1:
+                row["note"] = f"snapshot of one Adapt-Pruner run to {targets[-1]:g} (identical to a run to {target:g}); " \
+                              "wall_s = time at which it was reached"
+            if curve:
+                row["train_curve"] = curve
+                row["train_curve_note"] = (f"ppl on the first {args.train_curve_windows} WikiText-2 test windows during the "
+                                           "last stage (its target is the final one)")
+            block, total, nbytes = param_counts(pruned)
+            row.update(params=total, block_params=block, bytes=nbytes)
+            _evaluate(pruned, tok, args, row)
+            row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
+            rows.append(row)
+    return rows
 
 
 # -- driver ---------------------------------------------------------------------------------------------------
@@ -160,8 +213,12 @@ def run_row(spec: dict, args) -> dict:
 def plan(args) -> list[dict]:
     rows = [] if args.train_only else [{"method": "dense", "target": 0.0, "train_tokens": 0}]
     if not args.train_only:
-        for target in map(float, args.targets.split(",")):
-            for method in args.methods.split(","):
+        targets = sorted(map(float, args.targets.split(",")))
+        for method in args.methods.split(","):
+            if method == "adapt" and not args.adapt_separate and len(targets) > 1:
+                rows.append({"method": method, "target": targets[-1], "train_tokens": 0, "snapshots": targets[:-1]})
+                continue
+            for target in targets:
                 rows.append({"method": method, "target": target, "train_tokens": 0})
     for seed in [int(x) for x in args.seeds.split(",") if x] if args.seeds else []:  # calibration-draw noise
         rows = [r for r in rows if r["method"] != "dense"]
@@ -199,7 +256,12 @@ def _document(rows: list[dict], args) -> dict:
             "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, first {args.ppl_windows} windows",
             "zeroshot": f"7 tasks, limit {args.zs_limit} docs per task (seed 1234)",
             "calibration": f"{args.calib}: pool {args.calib_pool} x {args.seq_len} tokens, {args.calib_windows} "
-            "windows per pass / mini-step",
+            f"windows per pass / mini-step, matmuls in {args.calib_dtype}",
+            "adapt": "one run to the largest target; the smaller targets are snapshots of it (the same mini-steps a run "
+            "to that target takes; wall_s = time at which each was reached)" if not args.adapt_separate else "one run per target",
+            "training": f"trained rows: {args.train_stages} prune-then-train stages, KD from the dense model (KL, T=1), "
+            f"AdamW lr {args.train_lr:g} WSD, batch 4 x {args.seq_len}, {args.calib_dtype} autocast, embeddings frozen, "
+            f"on {args.train_pool} self-generated windows",
             "threads": args.threads,
         },
     }  # fmt: skip
@@ -292,29 +354,30 @@ def plot(doc: dict, png: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.row:
-        print("ROW " + json.dumps(run_row(json.loads(args.row), args)), flush=True)
+        print("ROWS " + json.dumps(run_row(json.loads(args.row), args)), flush=True)
         return 0
     out = Path(args.out)
     done = {_key(r) for r in _read(out).get("rows", [])} if not args.fresh else set()
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     for spec in plan(args):
-        if _key(spec) in done:
+        keys = [_key(dict(spec, target=t)) for t in spec.get("snapshots", []) + [spec["target"]]]
+        if all(k in done for k in keys):
             print(f"skip {spec} (already in {out})", flush=True)
             continue
         print(f"run {spec}", flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, *passthrough, "--row", json.dumps(spec)], capture_output=True,
                               text=True)  # fmt: skip
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROWS ")), None)
         if proc.returncode != 0 or line is None:
             print(f"FAILED {spec} (exit {proc.returncode}):\n{proc.stderr[-3000:]}", flush=True)
             continue
-        row = json.loads(line[4:])
-        doc = merge_row(out, row, args)
-        r = next(x for x in doc["rows"] if _key(x) == _key(row))
-        print(f"  done in {time.perf_counter() - t0:.0f}s: ppl {r['ppl']:.3f} (x{r.get('ppl_ratio', float('nan')):.3f}) "
-              f"acc_avg {r.get('acc_avg')} removed {r['removed_fraction']:.3f} prune_rss {r.get('prune_peak_rss_mb')}",
-              flush=True)  # fmt: skip
+        for row in json.loads(line[5:]):
+            doc = merge_row(out, row, args)
+            r = next(x for x in doc["rows"] if _key(x) == _key(row))
+            print(f"  {r['method']} {r['target']}: ppl {r['ppl']:.3f} (x{r.get('ppl_ratio', float('nan')):.3f}) "
+                  f"acc_avg {r.get('acc_avg')} removed {r['removed_fraction']:.3f} prune {r['wall_s']:.0f}s "
+                  f"[{time.perf_counter() - t0:.0f}s]", flush=True)  # fmt: skip
     return 0
 
 

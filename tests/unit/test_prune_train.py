@@ -108,3 +108,17 @@ def test_ddp_two_gloo_processes_end_with_identical_weights_equal_to_one_process(
         torch.testing.assert_close(r0["state"][k], v, atol=2e-5, rtol=1e-4)
         moved = max(moved, float((v - to_per_layer(tiny_llama(seed=1)).state_dict()[k]).abs().max()) if k.endswith("q_proj.weight") else moved)
     assert moved > 0 and math.isfinite(moved)
+
+
+def test_bf16_autocast_and_frozen_embeddings():
+    data = windows(4, 16).ids
+    model = to_per_layer(tiny_llama())
+    emb = model.get_input_embeddings().weight.detach().clone()
+    rep = train(model, data, TrainConfig(tokens=4 * 16 * 6, batch_size=4, lr=3e-3, warmup=0.0, decay=0.0,
+                                          train_dtype="bfloat16", freeze_embeddings=True), progress=False)  # fmt: skip
+    assert rep.last_loss < rep.first_loss
+    assert torch.equal(model.get_input_embeddings().weight, emb)  # frozen (and the tied head with it)
+    assert model.get_input_embeddings().weight.requires_grad  # the caller's flags are restored
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    with pytest.raises(EdgepruneError, match="train_dtype"):
+        TrainConfig(train_dtype="fp8")

@@ -85,13 +85,19 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, *, nm: tuple[in
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, spec: QuantSpec, *, keep: torch.Tensor | None = None,
-                  blocksize: int = DEFAULT_BLOCKSIZE, damp: float = DEFAULT_DAMP) -> OBSResult:  # fmt: skip
-    """GPTQ: error-compensating group-wise quantization that keeps ``keep == False`` weights at 0."""
+                  blocksize: int = DEFAULT_BLOCKSIZE, damp: float = DEFAULT_DAMP, act_order: bool = False) -> OBSResult:  # fmt: skip
+    """GPTQ: error-compensating group-wise quantization that keeps ``keep == False`` weights at 0.
+
+    ``act_order``: visit the columns by decreasing ``H[j, j]`` (the inputs with the most energy
+    first, while the most later columns are left to absorb their error). The group grids are then
+    fixed up front from the weights as given ("static groups"), so groups stay consecutive input
+    columns in the stored layout.
+    """
     check_group(weight.shape[1], spec.group_size)
     if keep is None:
         keep = torch.ones_like(weight, dtype=torch.bool)
     return _obs(weight, hessian, nm=None, sparsity=None, keep=keep, spec=spec,
-                blocksize=_round_up(max(blocksize, spec.group_size), spec.group_size), damp=damp)  # fmt: skip
+                blocksize=_round_up(max(blocksize, spec.group_size), spec.group_size), damp=damp, act_order=act_order)  # fmt: skip
 
 
 def _round_up(x: int, multiple: int) -> int:
@@ -105,14 +111,25 @@ def _obs(weight, hessian, **kw) -> OBSResult:
         return _obs_loop(weight, hessian, **kw)
 
 
-def _obs_loop(weight, hessian, *, nm, sparsity, keep, spec: QuantSpec | None, blocksize: int, damp: float) -> OBSResult:
+def _obs_loop(weight, hessian, *, nm, sparsity, keep, spec: QuantSpec | None, blocksize: int, damp: float,
+              act_order: bool = False) -> OBSResult:  # fmt: skip
     out_f, in_f = weight.shape
     if hessian.shape != (in_f, in_f):
         raise ValueError(f"hessian must be ({in_f}, {in_f}), got {tuple(hessian.shape)}")
-    u, dead = inverse_hessian_factor(hessian, damp)
+    if act_order and (spec is None or nm is not None or sparsity is not None):
+        raise ValueError("act_order is for GPTQ with a fixed mask")
     w = weight.detach().float().clone()
-    w[:, dead] = 0.0
     keep = torch.ones_like(w, dtype=torch.bool) if keep is None else keep.clone()
+    perm = None
+    if act_order:
+        dead0 = torch.diag(hessian) == 0
+        w[:, dead0] = 0.0
+        scales_static, zeros_static = group_params(w, spec, keep)  # (out, in/g): the grids, fixed up front
+        perm = torch.argsort(torch.diag(hessian), descending=True, stable=True)
+        hessian, w, keep = hessian[perm][:, perm], w[:, perm], keep[:, perm]
+        group_of = perm // spec.group_size  # (in,): the stored group of each visited column
+    u, dead = inverse_hessian_factor(hessian, damp)
+    w[:, dead] = 0.0
     out = torch.zeros_like(w)
     if spec is not None:
         g = spec.group_size
@@ -120,6 +137,8 @@ def _obs_loop(weight, hessian, *, nm, sparsity, keep, spec: QuantSpec | None, bl
         scales = torch.zeros(out_f, in_f // g)
         zeros = torch.zeros(out_f, in_f // g, dtype=torch.int32)
         scale = zero = None
+        if act_order:
+            scales, zeros = scales_static, zeros_static
     loss = 0.0
     for i1 in range(0, in_f, blocksize):
         i2 = min(i1 + blocksize, in_f)
@@ -142,7 +161,9 @@ def _obs_loop(weight, hessian, *, nm, sparsity, keep, spec: QuantSpec | None, bl
                 pruned = torch.sort(sal, dim=1, stable=True).indices[:, : m - n]
                 group_keep = torch.ones_like(sal, dtype=torch.bool).scatter_(1, pruned, False)
                 keep[:, col : col + m] = group_keep
-            if spec is not None and col % g == 0:  # this group's grid, from the updated weights
+            if act_order:  # the static grid of the group this column belongs to
+                scale, zero = scales[:, group_of[col], None], zeros[:, group_of[col], None]
+            elif spec is not None and col % g == 0:  # this group's grid, from the updated weights
                 scale, zero = group_params(w1[:, i : i + g], spec, keep[:, col : col + g])  # (out, 1) each
                 scales[:, col // g], zeros[:, col // g] = scale[:, 0], zero[:, 0]
             col_w = w1[:, i]
@@ -162,5 +183,8 @@ def _obs_loop(weight, hessian, *, nm, sparsity, keep, spec: QuantSpec | None, bl
             err1[:, i] = e
         out[:, i1:i2] = q1
         w[:, i2:] -= err1 @ u[i1:i2, i2:]  # lazy batched update of the later blocks
+    if perm is not None:  # back to the stored column order
+        inv = torch.argsort(perm)
+        out, keep, codes = out[:, inv], keep[:, inv], codes[:, inv]
     quantized = QuantizedWeight(codes, scales, zeros, spec) if spec is not None else None
     return OBSResult(out, keep, quantized, loss)

@@ -122,11 +122,13 @@ def _hooks(model, stats: CalibStats, *, layer_cos: bool, moments: bool):
 
 
 def collect_stats(model, windows: torch.Tensor | None, *, criterion: str, layer_cos: bool = True, moments: bool = False,
-                  micro_batch: int = 4, progress: bool = False) -> CalibStats:  # fmt: skip
+                  micro_batch: int = 4, autocast: torch.dtype | None = None, progress: bool = False) -> CalibStats:  # fmt: skip
     """Run the calibration pass that ``criterion`` and the other flags need; see the module docstring.
 
     ``model``: an ``EdgepruneLlamaForCausalLM``; ``windows``: ``(n, seq_len)`` token ids (may be
-    None only for ``criterion="magnitude"`` without ``layer_cos`` / ``moments``).
+    None only for ``criterion="magnitude"`` without ``layer_cos`` / ``moments``). ``autocast``
+    (e.g. ``torch.bfloat16``): forward and backward matmuls under CPU autocast (2-3x faster on
+    CPUs with bf16 instructions); weights, gradients and all statistics stay float32/float64.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}: use one of {', '.join(CRITERIA)}")
@@ -143,9 +145,11 @@ def collect_stats(model, windows: torch.Tensor | None, *, criterion: str, layer_
 
         grad_ctx = _only_block_linears_require_grad(model) if grads else contextlib.nullcontext()
         with grad_ctx, _hooks(model, stats, layer_cos=layer_cos, moments=moments or criterion == "fluctuation"):
+            cast = torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
             for chunk in tqdm(chunks, desc=f"calibration ({criterion})", disable=not progress, leave=False):
                 with torch.set_grad_enabled(grads):
-                    out = model(input_ids=chunk, labels=chunk, use_cache=False)
+                    with cast:
+                        out = model(input_ids=chunk, labels=chunk, use_cache=False)
                     if grads:
                         # mean over micro-batches of the mean token loss: gradients of the overall mean
                         (out.loss * (len(chunk) / len(windows))).backward()

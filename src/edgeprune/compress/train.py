@@ -31,6 +31,7 @@ from edgeprune.compress.config import StrictConfig, check_choice, check_fraction
 from edgeprune.errors import EdgepruneError
 
 SPLITS = ("linear", "constant")
+TRAIN_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class TrainConfig(StrictConfig):
     kd_alpha: float = 0.0  # weight of the distillation loss (0: CE only, as the released scripts; 1: KD only)
     kd_temperature: float = 2.0
     gradient_checkpointing: bool = False
+    train_dtype: str = "float32"  # "bfloat16": forward/backward matmuls under CPU autocast (master weights, Adam state float32)
+    freeze_embeddings: bool = False  # the token embedding / tied LM head is not pruned: freezing it saves its gradient and Adam state
     split: str = "linear"  # how the budget is shared by stages: "linear" (stage i gets 2i/(N(N+1))) or "constant"
     seed: int = 0
     version: int = 1
@@ -67,6 +70,9 @@ class TrainConfig(StrictConfig):
         p += check_fraction("kd_temperature", self.kd_temperature, high=100.0)
         if not isinstance(self.gradient_checkpointing, bool):
             p.append(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
+        if not isinstance(self.freeze_embeddings, bool):
+            p.append(f"freeze_embeddings must be true or false, got {self.freeze_embeddings!r}")
+        p += check_choice("train_dtype", self.train_dtype, tuple(TRAIN_DTYPES))
         p += check_choice("split", self.split, SPLITS) + check_int("seed", self.seed, minimum=0)
         return p
 
@@ -190,11 +196,14 @@ class TrainReport:
 
 
 def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | None = None, teacher=None,
-          step_offset: int = 0, total_steps: int | None = None, progress: bool = True, log_every: int = 1) -> TrainReport:  # fmt: skip
+          step_offset: int = 0, total_steps: int | None = None, progress: bool = True, log_every: int = 1,
+          on_log=None) -> TrainReport:  # fmt: skip
     """Train ``model`` in place on ``windows`` (``(n, seq_len)`` ids) for ``tokens`` (default: the budget).
 
     ``step_offset`` / ``total_steps`` place these steps in a longer schedule (the WSD schedule is
     global across pruning stages). ``teacher``: a frozen model for distillation (``kd_alpha > 0``).
+    ``on_log(step, steps, record, model)`` is called on rank 0 after every optimizer step (``step``
+    counts from 1; ``record``: loss, ce, kl, lr), e.g. to measure a learning curve.
     """
     rank, world_size = world()
     tokens = config.tokens if tokens is None else tokens
@@ -224,6 +233,12 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model)
+    saved_flags = {}
+    if config.freeze_embeddings:
+        for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
+            for p in mod.parameters() if mod is not None else ():
+                saved_flags.setdefault(p, p.requires_grad)
+                p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -248,11 +263,13 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
         # global batch step*global_batch .. +global_batch; this rank's slice of it
         start = step * global_batch + rank * config.batch_size
         ids = windows[order[start : start + config.batch_size]]
-        logits = net(input_ids=ids, use_cache=False).logits
-        t_logits = None
-        if use_kd:
-            with torch.no_grad():
-                t_logits = teacher(input_ids=ids, use_cache=False).logits
+        cast = torch.autocast("cpu", dtype=TRAIN_DTYPES[config.train_dtype]) if config.train_dtype != "float32" else contextlib.nullcontext()
+        with cast:
+            logits = net(input_ids=ids, use_cache=False).logits
+            t_logits = None
+            if use_kd:
+                with torch.no_grad():
+                    t_logits = teacher(input_ids=ids, use_cache=False).logits
         loss, ce, kl = kd_loss(logits, t_logits, ids, alpha=config.kd_alpha if use_kd else 0.0,
                                temperature=config.kd_temperature)  # fmt: skip
         opt.zero_grad(set_to_none=True)
@@ -271,6 +288,8 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
         if step % log_every == 0 or step == steps - 1:
             report.losses.append(round(value, 5))
         bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
+        if on_log is not None and rank == 0:
+            on_log(step + 1, steps, {"loss": value, "ce": float(ce), "kl": float(kl), "lr": lr}, model)
         report.lr_last = lr
     bar.close()
     report.wall_s = time.perf_counter() - t0
@@ -279,4 +298,6 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
         _checkpointing(model, False)
     model.train(was_training)
     model.zero_grad(set_to_none=True)
+    for p, flag in saved_flags.items():
+        p.requires_grad_(flag)
     return report

@@ -160,7 +160,7 @@ def test_remote_needs_a_board_runtime(tmp_path):
     from tests.tiny import save_tiny, tiny_per_layer
 
     save_tiny(tiny_per_layer(), tmp_path)
-    with pytest.raises(EdgepruneError, match="remote profiling runs llama.cpp or onnxruntime"):
+    with pytest.raises(EdgepruneError, match="remote profiling runs llama.cpp, llama-bench or onnxruntime"):
         remote.remote_profile(tmp_path, "adb://x", runtime="torch", prompt_tokens=8, gen_tokens=2, reps=1, threads=1)
 
 
@@ -197,3 +197,60 @@ def test_runner_imports_only_the_standard_library():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('edgeprune','numpy','torch','llama_cpp')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+FAKE_LLAMA_BENCH = r"""#!{python}
+# llama-bench's command line and its -o json output (two tests: pp, then tg), with fixed samples.
+import json, sys
+a = sys.argv[1:]
+arg = lambda flag: a[a.index(flag) + 1]
+open(arg("-m"), "rb").close()  # the model must be where we were told
+reps, pp, tg = int(arg("-r")), int(arg("-p")), int(arg("-n"))
+common = {{"build_commit": "fake", "backends": "CPU", "n_threads": int(arg("-t")), "n_gpu_layers": int(arg("-ngl"))}}
+tests = [dict(common, n_prompt=pp, n_gen=0, samples_ts=[1000.0 + i for i in range(reps)]),
+         dict(common, n_prompt=0, n_gen=tg, samples_ts=[50.0 + i for i in range(reps)])]
+print("main: some log line")
+print(json.dumps(tests, indent=2))
+"""
+
+
+@pytest.fixture
+def fake_llama_bench(tmp_path):
+    path = tmp_path / "bin" / "llama-bench"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(FAKE_LLAMA_BENCH.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def test_llama_bench_output_is_parsed_into_runs():
+    from edgeprune.runtime.llamabench import parse_llama_bench
+
+    out = json.dumps([{"n_prompt": 512, "n_gen": 0, "samples_ts": [100.0, 110.0]}, {"n_prompt": 0, "n_gen": 128, "samples_ts": [20.0, 25.0]}])
+    runs = parse_llama_bench("log\n" + out, prompt_tokens=512, gen_tokens=128)
+    assert [r["decode_tps"] for r in runs] == [20.0, 25.0] and runs[0]["ttft_ms"] == pytest.approx(5120.0)
+    with pytest.raises(EdgepruneError, match="no pp64 and tg128"):
+        parse_llama_bench(out, prompt_tokens=64, gen_tokens=128)
+    with pytest.raises(EdgepruneError, match="printed no JSON"):
+        parse_llama_bench("error: failed to load model", prompt_tokens=512, gen_tokens=128)
+
+
+def test_llama_bench_backend_locally(fake_llama_bench, tiny_gguf, capsys):
+    assert main(["profile", str(tiny_gguf), "--runtime", "llama-bench", "--llama-bench", str(fake_llama_bench),
+                 "--reps", "3", "--prompt-tokens", "64", "--gen-tokens", "16", "--threads", "2"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| decode tok/s | 51.00 | 50.00 | 52.00 |" in out and "peak RSS" not in out  # llama-bench reports no RSS
+    assert main(["profile", str(tiny_gguf), "--runtime", "llama-bench", "--llama-bench", "/no/llama-bench"]) == 2
+    assert "llama-bench not found" in capsys.readouterr().err
+
+
+def test_llama_bench_over_adb_needs_no_python(fake_adb, fake_llama_bench, tiny_gguf, capsys):
+    rc = main(["profile", str(tiny_gguf), "--runtime", "llama-bench", "--remote", "adb://emulator-5554", "--reps", "2",
+               "--llama-bench", str(fake_llama_bench), "--remote-python", "/no/python", "--gpu-layers", "0"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "| prefill tok/s | 1000.50 | 1000.00 | 1001.00 |" in out
+    calls = fake_adb["calls"]()
+    bench = next(c for c in calls if c[2] == "shell" and " -o json" in c[3])
+    assert "-m /data/local/tmp/edgeprune/tiny.gguf -p 512 -n 128 -r 2" in bench[3] and "-o json" in bench[3]
+    assert not any("runner.py" in " ".join(c) for c in calls)  # no Python runner on this path

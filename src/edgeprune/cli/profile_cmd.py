@@ -7,8 +7,11 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="measure an artifact's speed and memory here or on a remote board")
     p.add_argument("artifact", help=".gguf, .onnx / ONNX directory, HF directory or built-in name")
-    p.add_argument("--runtime", choices=["llama.cpp", "onnxruntime", "torch"], default=None,
-                   help="default: llama.cpp for GGUF, onnxruntime for ONNX, torch for HF directories")  # fmt: skip
+    p.add_argument("--runtime", choices=["llama.cpp", "onnxruntime", "torch", "llama-bench"], default=None,
+                   help="default: llama.cpp for GGUF, onnxruntime for ONNX, torch for HF directories; "
+                        "llama-bench runs llama.cpp's own benchmark binary (GGUF)")  # fmt: skip
+    p.add_argument("--llama-bench", default="llama-bench", metavar="PATH",
+                   help="the llama-bench binary for --runtime llama-bench (here, or on the board with --remote)")  # fmt: skip
     p.add_argument("--prompt-tokens", type=int, default=512)
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--reps", type=int, default=5)
@@ -43,9 +46,11 @@ def run(args) -> int:
 
         options = RemoteOptions(python=args.remote_python, key=args.ssh_key, ssh_options=tuple(args.ssh_option),
                                 connect_timeout=args.connect_timeout, timeout_s=args.remote_timeout,
-                                keep=args.keep_remote, adb=args.adb, gpu_layers=args.gpu_layers)  # fmt: skip
+                                keep=args.keep_remote, adb=args.adb, gpu_layers=args.gpu_layers,
+                                llama_bench=args.llama_bench)  # fmt: skip
     result = profile(args.artifact, runtime=args.runtime, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-                     reps=args.reps, threads=args.threads, remote=args.remote, remote_options=options)  # fmt: skip
+                     reps=args.reps, threads=args.threads, remote=args.remote, remote_options=options,
+                     llama_bench=args.llama_bench)  # fmt: skip
     print(format_markdown(result))
     if args.out:
         paths = write_report(result, args.out)

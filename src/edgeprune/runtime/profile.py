@@ -19,6 +19,7 @@ from pathlib import Path
 from edgeprune.errors import EdgepruneError
 
 RUNTIME_BY_KIND = {"gguf": "llama.cpp", "onnx": "onnxruntime", "hf-dir": "torch"}
+RUNTIMES = ("llama.cpp", "onnxruntime", "torch", "llama-bench")
 
 
 @dataclass
@@ -46,9 +47,9 @@ def resolve_runtime(artifact: str, runtime: str | None) -> tuple[str, str]:
 
     kind, path = resolve_artifact(artifact)
     runtime = runtime or RUNTIME_BY_KIND[kind]
-    if runtime not in ("llama.cpp", "onnxruntime", "torch"):
-        raise EdgepruneError(f"unknown runtime {runtime!r}: use llama.cpp, onnxruntime or torch")
-    allowed = {"llama.cpp": {"gguf"}, "onnxruntime": {"onnx"}, "torch": {"hf-dir", "gguf"}}[runtime]
+    if runtime not in RUNTIMES:
+        raise EdgepruneError(f"unknown runtime {runtime!r}: use {', '.join(RUNTIMES)}")
+    allowed = {"llama.cpp": {"gguf"}, "llama-bench": {"gguf"}, "onnxruntime": {"onnx"}, "torch": {"hf-dir", "gguf"}}[runtime]
     if kind not in allowed:
         raise EdgepruneError(f"runtime {runtime} cannot run a {kind} artifact ({path}): use --runtime {RUNTIME_BY_KIND[kind]}")
     # torch loads built-in names and directories through edgeprune.models.load
@@ -71,11 +72,14 @@ def profile(
     timeout_s: float = 600,
     remote: str | None = None,
     remote_options=None,
+    llama_bench: str = "llama-bench",
 ) -> ProfileResult:
     """Measure load time, prefill and decode tokens/s, TTFT and peak RSS over ``reps`` fresh processes.
 
     ``remote``: ``ssh://user@host[:port]`` or ``adb://SERIAL`` runs them on that board instead
     (``remote_options``: an ``edgeprune.runtime.remote.RemoteOptions``), see ``runtime/remote.py``.
+    ``runtime="llama-bench"`` runs llama.cpp's own benchmark binary (``llama_bench``: its path here;
+    on a board, ``remote_options.llama_bench``) instead of the Python worker: see ``runtime/llamabench.py``.
     """
     if prompt_tokens < 1 or gen_tokens < 1 or reps < 1:
         raise EdgepruneError("--prompt-tokens, --gen-tokens and --reps must be >= 1")
@@ -86,6 +90,10 @@ def profile(
     threads = threads or os.cpu_count() or 1
     result = ProfileResult(artifact=artifact, runtime=runtime, prompt_tokens=prompt_tokens,
                            gen_tokens=gen_tokens, reps=reps, threads=threads, machine=machine_info())  # fmt: skip
+    if runtime == "llama-bench":
+        result.runs = _llama_bench_local(llama_bench, handle, prompt_tokens, gen_tokens, reps, threads, timeout_s)
+        result.summary = _summary(result.runs)
+        return result
     cmd = [sys.executable, "-m", "edgeprune.runtime.worker", "--runtime", runtime, "--artifact", handle,
            "--prompt-tokens", str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--threads", str(threads)]  # fmt: skip
     from tqdm import tqdm
@@ -104,7 +112,27 @@ def profile(
     return result
 
 
+def _llama_bench_local(binary, model, prompt_tokens, gen_tokens, reps, threads, timeout_s) -> list[dict]:
+    import shutil
+
+    from edgeprune.runtime.llamabench import NOT_FOUND, llama_bench_argv, parse_llama_bench
+
+    path = shutil.which(binary)
+    if path is None:
+        raise EdgepruneError(NOT_FOUND.format(binary=binary))
+    argv = llama_bench_argv(path, model, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps, threads=threads)
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s * reps)
+    except subprocess.TimeoutExpired:
+        raise EdgepruneError(f"llama-bench took longer than {timeout_s * reps:.0f}s: lower --prompt-tokens/--gen-tokens/--reps") from None
+    if proc.returncode != 0:
+        raise EdgepruneError(f"llama-bench failed on {model}: {(proc.stderr.strip().splitlines() or ['exit ' + str(proc.returncode)])[-1]}")
+    return parse_llama_bench(proc.stdout, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
+
+
 def _rates(run: dict, prompt_tokens: int, gen_tokens: int) -> dict:
+    if "prefill_tps" in run:  # llama-bench reports rates itself
+        return run
     run["prefill_tps"] = prompt_tokens / run["prefill_s"]
     run["decode_tps"] = gen_tokens / run["decode_s"]
     run["ttft_ms"] = 1000 * run["prefill_s"]  # the first token's logits come with the prompt's last position
@@ -112,7 +140,9 @@ def _rates(run: dict, prompt_tokens: int, gen_tokens: int) -> dict:
 
 
 def _summary(runs: list[dict]) -> dict:
-    return {k: _stats([r[k] for r in runs]) for k in ("load_s", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")}
+    """median / min / max per metric; a metric a backend does not report (llama-bench: load, RSS) is left out."""
+    keys = ("load_s", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")
+    return {k: _stats([r[k] for r in runs]) for k in keys if all(r.get(k) is not None for r in runs)}
 
 
 def _profile_remote(artifact, handle, runtime, url, options, *, prompt_tokens, gen_tokens, reps, threads, timeout_s) -> ProfileResult:
@@ -123,7 +153,7 @@ def _profile_remote(artifact, handle, runtime, url, options, *, prompt_tokens, g
     out = remote_profile(handle, url, runtime=runtime, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
                          threads=threads, options=options)  # fmt: skip
     runs = [_rates(r, prompt_tokens, gen_tokens) for r in out["runs"]]
-    machine = dict(out["machine"], runtimes=out["probe"]["modules"])
+    machine = dict(out["machine"], runtimes=out["probe"].get("modules", {}))
     return ProfileResult(artifact=artifact, runtime=runtime, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
                          threads=out["threads"], runs=runs, summary=_summary(runs), machine=machine, remote=out["remote"],
                          telemetry=out["telemetry"])  # fmt: skip
@@ -156,13 +186,17 @@ def format_markdown(result: ProfileResult) -> str:
     rows = [
         f"# {result.artifact} on {result.runtime} ({where}{result.threads} threads, {result.machine.get('cpu', '?')})",
         "",
-        f"pp{result.prompt_tokens} / tg{result.gen_tokens}, {result.reps} runs, each in a fresh process (median [min, max])",
+        f"pp{result.prompt_tokens} / tg{result.gen_tokens}, {result.reps} runs, "
+        + ("llama-bench's repetitions in one process" if result.runtime == "llama-bench" else "each in a fresh process")
+        + " (median [min, max])",
         "",
         "| metric | median | min | max |",
         "|---|---:|---:|---:|",
     ]
     for key, label in [("prefill_tps", "prefill tok/s"), ("decode_tps", "decode tok/s"), ("ttft_ms", "TTFT ms"),
                        ("load_s", "load s"), ("peak_rss_mb", "peak RSS MiB")]:  # fmt: skip
+        if key not in s:
+            continue
         rows.append(f"| {label} | {s[key]['median']:.2f} | {s[key]['min']:.2f} | {s[key]['max']:.2f} |")
     rows += _telemetry_lines(result.telemetry)
     return "\n".join(rows)

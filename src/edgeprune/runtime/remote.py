@@ -212,6 +212,7 @@ class RemoteOptions:
     keep: bool = False  # leave the copied files on the board (a re-run copies again)
     adb: str = "adb"
     gpu_layers: int = 0  # llama.cpp layers to offload to the board's GPU (Jetson: 99 = all)
+    llama_bench: str = "llama-bench"  # the board's llama-bench binary (runtime "llama-bench": no Python needed)
 
 
 def make_transport(target: RemoteTarget, opts: RemoteOptions) -> Transport:
@@ -262,8 +263,9 @@ def remote_profile(
     options: RemoteOptions = RemoteOptions(),
 ) -> dict:
     """Run the runner on the board; returns ``{"runs", "telemetry", "machine", "probe", "remote"}``."""
-    if runtime not in RUNTIME_MODULES:
-        raise EdgepruneError(f"remote profiling runs llama.cpp or onnxruntime, not {runtime}: export a GGUF or ONNX artifact first")
+    if runtime not in RUNTIME_MODULES and runtime != "llama-bench":
+        raise EdgepruneError(f"remote profiling runs llama.cpp, llama-bench or onnxruntime, not {runtime}: "
+                             "export a GGUF or ONNX artifact first")  # fmt: skip
     target = parse_remote(url)
     tr = make_transport(target, options)
     if target.scheme == "adb":
@@ -274,6 +276,9 @@ def remote_profile(
             raise EdgepruneError("ssh/scp not found: install OpenSSH's client (Debian: apt-get install openssh-client)")
         remote_dir = f"/tmp/edgeprune-{os.getpid()}-{os.urandom(3).hex()}"
     local = Path(artifact_path)
+    if runtime == "llama-bench":
+        return _remote_llama_bench(tr, local, remote_dir, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
+                                   threads=threads, options=options)  # fmt: skip
     info = probe_board(tr, options.python, runtime, remote_dir)
     try:
         # copying: a minute plus 1 s per 2 MB (a slow Wi-Fi board); the run: per repetition
@@ -297,6 +302,57 @@ def remote_profile(
         raise EdgepruneError(f"{target.url}: {runtime} run failed on the board: {out['error']}")
     out.update(probe=info, remote=target.url, threads=threads)
     return out
+
+
+# One line per thermal zone, "type millidegrees", from the board's shell (no Python on it).
+_THERMAL_CMD = ("for z in /sys/class/thermal/thermal_zone*; do [ -r $z/temp ] && echo \"$(cat $z/type 2>/dev/null) "
+                "$(cat $z/temp)\"; done 2>/dev/null; true")  # fmt: skip
+
+
+def _thermal(tr: Transport) -> dict[str, float]:
+    proc = tr.shell(_THERMAL_CMD, timeout=tr.connect_timeout + 30)
+    out = {}
+    for line in proc.stdout.splitlines():
+        name, _, value = line.strip().rpartition(" ")
+        if value.lstrip("-").isdigit():
+            out[name or f"zone{len(out)}"] = int(value) / 1000.0
+    return out
+
+
+def _remote_llama_bench(tr: Transport, local: Path, remote_dir: str, *, prompt_tokens, gen_tokens, reps, threads,
+                        options: RemoteOptions) -> dict:  # fmt: skip
+    """llama.cpp's llama-bench on the board: only the binary and the model are needed there."""
+    from edgeprune.runtime.llamabench import NOT_FOUND, llama_bench_argv, parse_llama_bench
+
+    q = shlex.quote
+    binary = options.llama_bench
+    proc = tr.shell(f"mkdir -p {q(remote_dir)} && (command -v {q(binary)} >/dev/null 2>&1 || echo EDGEPRUNE_NO_BENCH); "
+                    "nproc 2>/dev/null || getconf _NPROCESSORS_ONLN", timeout=tr.connect_timeout + 30)  # fmt: skip
+    if "EDGEPRUNE_NO_BENCH" in proc.stdout:
+        raise EdgepruneError(f"{tr.target.url}: " + NOT_FOUND.format(binary=binary) + " (on the board)")
+    cores = next((int(x) for x in proc.stdout.split() if x.isdigit()), 1)
+    threads = threads or cores
+    try:
+        tr.push(local, remote_dir, timeout=60 + _size(local) / 2e6)
+        before = _thermal(tr)
+        argv = llama_bench_argv(binary, f"{remote_dir}/{local.name}", prompt_tokens=prompt_tokens, gen_tokens=gen_tokens,
+                                reps=reps, threads=threads, gpu_layers=options.gpu_layers)  # fmt: skip
+        proc = tr.shell(" ".join(q(a) for a in argv), timeout=2 * reps * options.timeout_s + 60)
+        after = _thermal(tr)
+    finally:
+        if not options.keep:
+            try:
+                tr.shell(f"rm -rf {q(remote_dir)}", timeout=tr.connect_timeout + 30)
+            except EdgepruneError:
+                pass
+    if proc.returncode != 0:
+        raise EdgepruneError(f"{tr.target.url}: llama-bench failed on the board: {_last_line(proc.stderr or proc.stdout)}")
+    runs = parse_llama_bench(proc.stdout, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
+    telemetry = {"samples": 2, "interval_s": "before/after"}
+    if before or after:
+        telemetry["thermal_c"] = {k: {"min": min(before.get(k, v), v), "max": max(before.get(k, v), v)} for k, v in after.items()}
+    return {"runs": runs, "telemetry": telemetry, "machine": {"cores": cores, "cpu": "?"}, "probe": {},
+            "remote": tr.target.url, "threads": threads}
 
 
 _TEGRA_TEMP = re.compile(r"(\w+)@(-?[\d.]+)C")

@@ -41,6 +41,7 @@ class BuildContext:
     calib: str | None
     eval_data: str
     dense_source: str = ""  # the build's input model (reconstruction fits to it)
+    log: object = print
     artifacts: list[dict] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     _loaded: tuple | None = None  # (source, LoadedModel) cache across consecutive stages
@@ -170,7 +171,7 @@ def build(
 
     gguf = str(builtin_path(source)) if is_builtin(source) else (source if source.endswith(".gguf") else None)
     ctx = BuildContext(out=out, target=target, model_source=source, source_gguf=gguf, plan=plan,
-                       calib=calib, eval_data=eval_data, dense_source=source)  # fmt: skip
+                       calib=calib, eval_data=eval_data, dense_source=source, log=log)  # fmt: skip
     for line in plan.lines():
         log(line)
     prev = _hash(_source_identity(source), plan.to_dict()["format"], plan.to_dict()["quant"], calib, eval_data)

@@ -245,7 +245,35 @@ def figures_of(rows: list[dict]) -> dict:
         check(f"cost-model decode within +-25% on host, {stage}" + (", held-out rows" if key == "measured_vs_predicted" else ""),
               all(0.75 <= x <= 1.25 for x in held),
               f"measured/predicted median {statistics.median(ratios):.2f}, worst {worst:.2f} over {len(held)} rows")  # fmt: skip
-    return {"checks": checks, "pruned_vs_dense_gguf": speedups, "lines": lines}
+    analysis = decode_time_fit([r for r in rows if r["runtime"] == "llama.cpp"])
+    if analysis:
+        lines.append(analysis["line"])
+    return {"checks": checks, "pruned_vs_dense_gguf": speedups, "llamacpp_decode_fit": analysis, "lines": lines}
+
+
+def decode_time_fit(rows: list[dict]) -> dict | None:
+    """What bounds llama.cpp decode here: a least-squares fit of seconds per token against bytes
+    per token over the GGUF rows, t = fixed + bytes / streaming bandwidth. ``fixed`` is the
+    per-token cost that does not shrink with the weights (30 layers of thread hand-offs, norms,
+    RoPE, attention, sampling-free logits); the slope's inverse is the bandwidth the matmuls stream at."""
+    import numpy as np
+
+    if len({r["decode_bytes_per_token"] for r in rows}) < 2:
+        return None
+    x = np.array([r["decode_bytes_per_token"] for r in rows])
+    t = np.array([1.0 / r["decode_tps"] for r in rows])
+    slope, fixed = np.polyfit(x, t, 1)
+    q8 = next((r for r in rows if r["model"] == "dense" and r["quant"] == "q8_0"), None)
+    out = {"fixed_ms_per_token": 1e3 * fixed, "streaming_gbs": 1e-9 / slope if slope > 0 else None,
+           "points": len(rows), "r2": float(1 - ((t - (slope * x + fixed)) ** 2).sum() / ((t - t.mean()) ** 2).sum())}  # fmt: skip
+    line = (f"note  llama.cpp decode time per token = {out['fixed_ms_per_token']:.2f} ms fixed + bytes / "
+            f"{out['streaming_gbs'] or float('nan'):.1f} GB/s (least squares over {len(rows)} GGUF rows, R^2 {out['r2']:.2f})")  # fmt: skip
+    if q8 is not None:
+        share = fixed * q8["decode_tps"]
+        out["q8_0_fixed_share"] = share
+        line += f"; the fixed part is {share:.0%} of a dense Q8_0 token"
+    out["line"] = line
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:

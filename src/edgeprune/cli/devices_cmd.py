@@ -58,7 +58,10 @@ def _show(args) -> int:
         return 0
     sources = d.pop("sources")
     for key, value in d.items():
-        if isinstance(value, (list, tuple)):
+        if key == "calibration":  # runtime -> type -> efficiencies
+            value = "; ".join(f"{rt} {q}: bandwidth x{e.get('bw_efficiency', 0):.2f}, compute x{e.get('compute_efficiency', 0):.2f}"
+                              for rt, types in value.items() for q, e in types.items()) or "- (defaults)"  # fmt: skip
+        elif isinstance(value, (list, tuple)):
             value = ", ".join(map(str, value)) or "-"
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v if not isinstance(v, (list, tuple)) else '/'.join(v)}" for k, v in value.items())

@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -182,12 +183,20 @@ def run_row(spec: dict, args) -> list[dict]:
                               "ppl": _short_ppl(student, tok, args, args.train_curve_windows)})  # fmt: skip
 
         snaps = {}
+        tmpdir = tempfile.TemporaryDirectory()
+
+        def on_snapshot(x, m, r):  # parked on disk, so the peak RSS of the run is not inflated by held models
+            path = Path(tmpdir.name) / f"snap-{x}.pt"
+            torch.save(m, path)
+            snaps[x] = (path, r)
+
         model_final, rep = structured_prune(model, step, calib, train_data=train_data, progress=False,
-                                            snapshots=tuple(targets[:-1]),
-                                            on_snapshot=(lambda x, m, r: snaps.__setitem__(x, (m, r))) if targets[:-1] else None,
+                                            snapshots=tuple(targets[:-1]), on_snapshot=on_snapshot if targets[:-1] else None,
                                             on_train_log=on_train_log if train else None)  # fmt: skip
         snaps[targets[-1]] = (model_final, rep)
         for target, (pruned, prep) in sorted(snaps.items()):
+            if isinstance(pruned, Path):
+                pruned = torch.load(pruned, weights_only=False)
             snap_step = StructuredPrune.from_dict({**step.to_dict(), "target": target})
             row = dict(spec, target=target, **extra)
             row.pop("snapshots", None)

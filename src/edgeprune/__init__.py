@@ -24,7 +24,8 @@ _autoregister.install()
 
 def build(target: str = "host", *, model: str | None = None, recipe: str | None = None, out: str | None = None,
           calib: str | None = None, eval_data: str = "wikitext2", resume: bool = False,
-          max_memory_bytes: int | None = None, min_decode_tps: float | None = None) -> dict:  # fmt: skip
+          max_memory_bytes: int | None = None, min_decode_tps: float | None = None, remote: str | None = None,
+          remote_options: dict | None = None) -> dict:  # fmt: skip
     """Build deployable artifacts for ``target`` and return the report (what ``edgeprune build`` does).
 
     See :func:`edgeprune.pipeline.runner.build` for the parameters.
@@ -32,7 +33,8 @@ def build(target: str = "host", *, model: str | None = None, recipe: str | None 
     from edgeprune.pipeline.runner import build as _build
 
     return _build(target, model=model, recipe=recipe, out=out, calib=calib, eval_data=eval_data, resume=resume,
-                  max_memory_bytes=max_memory_bytes, min_decode_tps=min_decode_tps)  # fmt: skip
+                  max_memory_bytes=max_memory_bytes, min_decode_tps=min_decode_tps, remote=remote,
+                  remote_options=remote_options)  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -89,3 +89,8 @@ def test_cli_dry_run_prints_plan_and_loads_nothing(capsys):
     assert "plan for target raspberry-pi-5-8gb" in out and "no weights were loaded" in out
     assert main(["build", "--dry-run", "--target", "raspberry-pi-5-8gb", "--max-memory", "50"]) == 2
     assert "budget cannot be met" in capsys.readouterr().err
+
+
+def test_prepare_rejects_a_bad_remote_before_loading_anything(tmp_path):
+    with pytest.raises(EdgepruneError, match=r"bad remote 'ftp://board'.*ssh://user@host"):
+        prepare("host", model=None, recipe="default", out=tmp_path / "o", remote="ftp://board")

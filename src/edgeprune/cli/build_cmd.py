@@ -15,6 +15,10 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; load no weights")
     p.add_argument("--max-memory", type=float, default=None, help="memory budget in MiB (default: the device's)")
     p.add_argument("--min-decode-tps", type=float, default=None, help="required decode tokens/s on the target")
+    p.add_argument("--remote", default=None, metavar="URL",
+                   help="measure the final artifacts on a board: ssh://user@host[:port] or adb://SERIAL (see examples/PROFILING.md)")  # fmt: skip
+    p.add_argument("--remote-python", default="python3", metavar="PATH", help="the board's Python (default: python3)")
+    p.add_argument("--ssh-key", default=None, metavar="FILE", help="private key for ssh --remote")
     p.set_defaults(run=run)
 
 
@@ -27,7 +31,7 @@ def run(args) -> int:
     if args.dry_run:
         recipe, plan, info = prepare(args.target, model=args.model or DEFAULT_MODEL, recipe=args.recipe or DEFAULT_RECIPE,
                                      out=args.out or f"dist/{args.target}", max_memory_bytes=max_mem,
-                                     min_decode_tps=args.min_decode_tps)  # fmt: skip
+                                     min_decode_tps=args.min_decode_tps, remote=args.remote)  # fmt: skip
         print(f"model {info['source']}: {info['params'] / 1e6:.1f}M parameters, {info['file_bytes'] / 2**20:.1f} MiB")
         print("\n".join(plan.lines()))
         print(f"recipe {recipe.name}: {recipe.description}")
@@ -38,7 +42,8 @@ def run(args) -> int:
         return 0
     report = build(args.target, model=args.model, recipe=args.recipe, out=args.out, calib=args.calib,
                    eval_data=args.eval_data, resume=args.resume, max_memory_bytes=max_mem,
-                   min_decode_tps=args.min_decode_tps)  # fmt: skip
+                   min_decode_tps=args.min_decode_tps, remote=args.remote,
+                   remote_options={"python": args.remote_python, "key": args.ssh_key})  # fmt: skip
     out = args.out or f"dist/{args.target}"
     print(f"build finished: {out}/report.md; artifacts: {', '.join(a['path'] for a in report['artifacts'])}")
     return 0

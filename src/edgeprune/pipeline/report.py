@@ -26,7 +26,7 @@ def write_report(ctx, header: dict) -> dict:
         finals.append({**art, "path": str(dst)})
     profiles = [s["figures"] for s in ctx.stages if s["step"] == "profile"]
     profile = profiles[-1] if profiles else None
-    keys = ("runtime", "artifact", "bytes", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")
+    keys = ("where", "runtime", "artifact", "bytes", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb")
     report = {
         "target": ctx.target,
         "model": header["model"],
@@ -60,7 +60,8 @@ def format_markdown(r: dict) -> str:
         acc = f"{f['acc_avg']:.3f}" if "acc_avg" in f else ""
         lines.append(f"| {s['stage']} | {what} | {f.get('params', '')} | {f.get('bytes', '')} | {ppl} | {acc} | {s['wall_s']:.1f} |")
     if r.get("measured_all"):
-        lines += ["", "## Measured on the host", "", "| artifact | runtime | bytes | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB | predicted decode on target |",
+        where = r["measured_all"][-1].get("where") or "host"
+        lines += ["", f"## Measured on {'the host' if where == 'host' else where}", "", "| artifact | runtime | bytes | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB | predicted decode on target |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for m, p in zip(r["measured_all"], r.get("predicted_all", [])):
             pred = p.get("target") or {}

@@ -42,6 +42,8 @@ class BuildContext:
     eval_data: str
     dense_source: str = ""  # the build's input model (reconstruction fits to it)
     log: object = print
+    remote: str | None = None  # profile on this board instead of the host
+    remote_options: dict = field(default_factory=dict)
     artifacts: list[dict] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     _loaded: tuple | None = None  # (source, LoadedModel) cache across consecutive stages
@@ -85,7 +87,7 @@ def _source_identity(source: str) -> dict:
 
 
 def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max_memory_bytes: int | None = None,
-            min_decode_tps: float | None = None) -> tuple[Recipe, Plan, dict]:  # fmt: skip
+            min_decode_tps: float | None = None, remote: str | None = None) -> tuple[Recipe, Plan, dict]:  # fmt: skip
     """Validate everything that can be validated without loading weights (``--dry-run``)."""
     from edgeprune.describe import describe, resolve_artifact
     from edgeprune.devices.cost import artifact_cost
@@ -108,6 +110,13 @@ def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max
         info = describe(source)
     except EdgepruneError as exc:
         problems.append(str(exc))
+    if remote:
+        from edgeprune.runtime.remote import parse_remote
+
+        try:
+            parse_remote(remote)
+        except EdgepruneError as exc:
+            problems.append(str(exc))
     out = Path(out)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     import os
@@ -138,9 +147,14 @@ def build(
     resume: bool = False,
     max_memory_bytes: int | None = None,
     min_decode_tps: float | None = None,
+    remote: str | None = None,
+    remote_options: dict | None = None,
     log=None,
 ):
-    """Run a build; returns the report dict (also written to ``out/report.json``)."""
+    """Run a build; returns the report dict (also written to ``out/report.json``).
+
+    ``remote``: ``ssh://user@host[:port]`` or ``adb://SERIAL``: profile steps measure on that board
+    (``remote_options``: :class:`edgeprune.runtime.remote.RemoteOptions` fields) instead of here."""
     from edgeprune.pipeline.recipes import DEFAULT_RECIPE
     from edgeprune.pipeline.report import write_report
     from edgeprune.models.builtin import DEFAULT_MODEL, builtin_path, is_builtin
@@ -149,8 +163,8 @@ def build(
     recipe = recipe or DEFAULT_RECIPE
     source = model or DEFAULT_MODEL
     out = Path(out or f"dist/{target}")
-    recipe_obj, plan, _ = prepare(target, model=source, recipe=recipe, out=out,
-                                  max_memory_bytes=max_memory_bytes, min_decode_tps=min_decode_tps)  # fmt: skip
+    recipe_obj, plan, _ = prepare(target, model=source, recipe=recipe, out=out, max_memory_bytes=max_memory_bytes,
+                                  min_decode_tps=min_decode_tps, remote=remote)  # fmt: skip
     header = {"format": BUILD_FORMAT, "target": target, "model": source, "recipe": recipe_obj.name,
               "steps": [s.to_dict() for s in recipe_obj.steps], "plan": plan.to_dict()}  # fmt: skip
     build_json = out / "build.json"
@@ -171,14 +185,16 @@ def build(
 
     gguf = str(builtin_path(source)) if is_builtin(source) else (source if source.endswith(".gguf") else None)
     ctx = BuildContext(out=out, target=target, model_source=source, source_gguf=gguf, plan=plan,
-                       calib=calib, eval_data=eval_data, dense_source=source, log=log)  # fmt: skip
+                       calib=calib, eval_data=eval_data, dense_source=source, log=log,
+                       remote=remote, remote_options=dict(remote_options or {}))  # fmt: skip
     for line in plan.lines():
         log(line)
     prev = _hash(_source_identity(source), plan.to_dict()["format"], plan.to_dict()["quant"], calib, eval_data)
     for i, cfg in enumerate(recipe_obj.steps, 1):
         name = f"{i:02d}-{cfg.STEP}"
         stage_dir = out / "stages" / name
-        inputs = _hash(prev, cfg.to_dict())
+        where = {"remote": remote} if cfg.STEP == "profile" and remote else {}  # a board's figures are not the host's
+        inputs = _hash(prev, cfg.to_dict(), where) if where else _hash(prev, cfg.to_dict())
         manifest_file = stage_dir / "manifest.json"
         if manifest_file.is_file():
             manifest = json.loads(manifest_file.read_text())

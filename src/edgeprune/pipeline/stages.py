@@ -86,13 +86,19 @@ def _profile(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     if not ctx.artifacts:
         raise EdgepruneError("profile step has no exported artifact to measure: put an export step before it")
     art = ctx.artifacts[-1]
-    res = profile(art["path"], prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, reps=cfg.reps)
+    options = None
+    if ctx.remote:
+        from edgeprune.runtime.remote import RemoteOptions
+
+        options = RemoteOptions(**ctx.remote_options)
+    res = profile(art["path"], prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens, reps=cfg.reps,
+                  remote=ctx.remote, remote_options=options)  # fmt: skip
     cost = artifact_cost(describe(art["path"]))
     predicted = {n: predict(get_device(n), cost, prompt_tokens=cfg.prompt_tokens, gen_tokens=cfg.gen_tokens).to_dict()
                  for n in device_names()}  # fmt: skip
     s = res.summary
     figures = {
-        "runtime": res.runtime, "artifact": art["path"], "bytes": art["bytes"],
+        "runtime": res.runtime, "artifact": art["path"], "bytes": art["bytes"], "where": ctx.remote or "host",
         "prefill_tps": s["prefill_tps"]["median"], "decode_tps": s["decode_tps"]["median"],
         "ttft_ms": s["ttft_ms"]["median"], "peak_rss_mb": s["peak_rss_mb"]["median"],
         "summary": s, "predicted": predicted,

@@ -45,7 +45,7 @@ RESULTS = ROOT / "bench" / "results"
 METHODS = ("dense", "sparsegpt", "wanda", "magnitude", "sparsegpt+slorb")
 QUANTS = ("none", "int8", "int4")
 COLUMNS = ("method", "pattern", "quant", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "bytes",
-           "bytes_ratio_fp32", "linear_ratio_fp32", "wall_s", "cpu_s", "peak_rss_mb")  # fmt: skip
+           "bytes_ratio_fp32", "linear_ratio_fp32", "prune_s", "wall_s", "cpu_s", "peak_rss_mb")  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -310,7 +310,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
                      "train_wall_s": train_wall, "note": "train_*: one-shot init + training steps (curve evaluations excluded)"},
             "train_tokens_per_cpu_s": rep.tokens / max(train_cpu, 1e-9), "sessions": sum(e.get("event") == "session" for e in events),
             "losses_first_last": [rep.losses[0], rep.losses[-1]], "mask_updates_last": rep.mask_updates[-3:],
-            "init": rep.init, "curve": curve}  # fmt: skip
+            "init": rep.init, "prune_s": (rep.init or {}).get("wall_s"), "curve": curve}  # fmt: skip
     row = {**base, "quant": "none"}
     row.update(evaluate(model, tok, args))
     row.update(pack_bytes(model, tok, (2, 4)))
@@ -364,7 +364,8 @@ def merge_row(path: Path, row: dict, args) -> dict:
             "quantization": f"GPTQ, symmetric, group {args.group}, float16 scales; token embedding int8 (group {args.group})",
             "bytes": "bytes: the packed safetensors file; bytes_ratio_fp32 = FP32 model bytes / bytes; linear_ratio_fp32: "
             "decoder Linears only (values, 2:4 positions, scales, SLoRB) vs their FP32 weights",
-            "time": "wall_s / cpu_s: data generation + pruning + training + quantization (no evaluation); "
+            "time": "prune_s: the one-shot pruning step alone (wall, 1 thread); wall_s / cpu_s: data generation + pruning + "
+            "training + quantization (no evaluation); "
             f"torch threads {args.threads}; the machine is shared, so cpu_s is the comparable figure",
         }  # fmt: skip
         doc = bench_document("sparse24", rows, settings=settings)

@@ -19,6 +19,7 @@ Two stages, so that only the timed part needs a quiet machine:
 
     /work/cpu-slot    python bench/runtime.py build --workdir /tmp/edgeprune-runtime   # artifacts (~20 min, 1 core)
     /work/cpu-slot -2 python bench/runtime.py time  --workdir /tmp/edgeprune-runtime   # timings (exclusive, 2 threads)
+    python bench/runtime.py report --workdir /tmp/edgeprune-runtime   # re-derive predictions from the measured rows
 
 Writes ``bench/results/runtime.json`` + ``runtime.md`` + ``runtime.png``.
 """
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ("model", "runtime", "quant", "bytes", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb",
+COLUMNS = ("model", "runtime", "quant", "bytes", "weight_bytes_per_token", "prefill_tps", "decode_tps", "ttft_ms", "peak_rss_mb",
            "predicted_decode_tps", "measured_vs_predicted", "predicted_decode_tps_default",
            "measured_vs_predicted_default", "roofline_fraction")  # fmt: skip
 GGUF_QUANTS = ("f16", "q8_0", "q4_0")
@@ -120,23 +121,53 @@ def onnx_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.suffix in (".onnx", ".data") or f.name.endswith(".onnx_data"))
 
 
+def lookup_only_bytes(path: Path) -> int:
+    """Bytes of tables a decoded token only looks one row up in (an input embedding not shared with
+    the LM head): in the file, but not streamed per token. ONNX exports keep the embedding for
+    ``Gather`` apart from the quantized LM head; an untied GGUF has ``token_embd`` beside ``output``."""
+    if path.is_file() and path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        tensors = {t.name: t for t in GGUFReader(str(path)).tensors}
+        return int(tensors["token_embd.weight"].n_bytes) if "output.weight" in tensors else 0
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(path / "model.onnx"), load_external_data=False).graph
+    sizes = {i.name: int(np.prod(i.dims)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize for i in graph.initializer}
+    users: dict[str, set] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in sizes:
+                users.setdefault(name, set()).add((node.op_type, k))
+    return sum(sizes[n] for n, u in users.items() if u == {("Gather", 0)})
+
+
 def cost_of(art: dict, shapes: dict):
-    """The cost model's view of one artifact: the model's shapes (from its F16 GGUF) with this file's bytes."""
+    """The cost model's view of one artifact: the model's shapes (from its F16 GGUF) with this
+    file's bytes, less the lookup-only embedding table."""
     from edgeprune.devices.cost import artifact_cost
 
     path = Path(art["path"])
     info = dict(shapes[art["model"]])
-    info["file_bytes"] = path.stat().st_size if path.is_file() else onnx_bytes(path)
+    info["file_bytes"] = file_bytes(path) - lookup_only_bytes(path)
     info["dtype"] = art["quant"]
     return artifact_cost(info)
 
 
+def file_bytes(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else onnx_bytes(path)
+
+
+MEASURED = ("model", "runtime", "quant", "path", "bytes", "prefill_tps", "decode_tps", "decode_tps_min", "decode_tps_max",
+            "ttft_ms", "peak_rss_mb", "load_s")  # fmt: skip
+
+
 def time_all(args) -> int:
-    from edgeprune.benchutil import bench_document, write_bench
-    from edgeprune.describe import describe
+    """Stage 2: profile every artifact (the only part that needs the quiet machine), then derive."""
+    from edgeprune.benchutil import command_line
     from edgeprune.devices import host as host_mod
-    from edgeprune.devices.cost import (DEFAULT_BW_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, calibrate_bandwidth,
-                                        calibrate_compute, decode_bytes_per_token, predict)  # fmt: skip
     from edgeprune.runtime.profile import profile
 
     work = Path(args.workdir)
@@ -145,75 +176,110 @@ def time_all(args) -> int:
     t_start = time.perf_counter()
     # Measured on the quiet machine this stage runs on (the cache may hold a figure from a busy one).
     host = host_mod.measure_host(refresh=True)
-    hp = host_mod.host_profile()
-    shapes = {a["model"]: describe(a["path"]) for a in arts if a["runtime"] == "llama.cpp" and a["quant"] == "f16"}
-    pp, tg = args.prompt_tokens, args.gen_tokens
     rows = []
     for art in arts:
-        res = profile(art["path"], runtime=art["runtime"], prompt_tokens=pp, gen_tokens=tg, reps=args.reps, threads=args.threads)
+        res = profile(art["path"], runtime=art["runtime"], prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
+                      reps=args.reps, threads=args.threads)  # fmt: skip
         s = res.summary
-        cost = cost_of(art, shapes)
-        bpt = decode_bytes_per_token(cost, prompt_tokens=pp, gen_tokens=tg)
         rows.append({
-            "model": art["model"], "runtime": art["runtime"], "quant": art["quant"], "bytes": cost.weight_bytes,
+            "model": art["model"], "runtime": art["runtime"], "quant": art["quant"], "path": art["path"],
+            "bytes": file_bytes(Path(art["path"])),
             "prefill_tps": s["prefill_tps"]["median"], "decode_tps": s["decode_tps"]["median"],
             "decode_tps_min": s["decode_tps"]["min"], "decode_tps_max": s["decode_tps"]["max"],
             "ttft_ms": s["ttft_ms"]["median"], "peak_rss_mb": s["peak_rss_mb"]["median"], "load_s": s["load_s"]["median"],
-            "decode_bytes_per_token": bpt,
-            "roofline_fraction": s["decode_tps"]["median"] * bpt / (hp.bandwidth_gbs * 1e9),
-            "_cost": cost,
         })  # fmt: skip
         r = rows[-1]
         print(f"{art['model']:>6} {art['runtime']:<11} {art['quant']:<5} {r['bytes'] / 1e6:7.1f} MB  pp {r['prefill_tps']:7.1f}  "
-              f"tg {r['decode_tps']:6.1f} t/s  rss {r['peak_rss_mb']:.0f} MiB  roofline {r['roofline_fraction']:.0%}", flush=True)  # fmt: skip
-    timed_s = time.perf_counter() - t_start
+              f"tg {r['decode_tps']:6.1f} t/s  rss {r['peak_rss_mb']:.0f} MiB", flush=True)  # fmt: skip
+    timing = {"timed_seconds": time.perf_counter() - t_start, "timed_command": command_line(), "host": host,
+              "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "reps": args.reps, "threads": args.threads}  # fmt: skip
+    return derive(rows, timing, manifest, Path(args.out))
+
+
+def report(args) -> int:
+    """Re-derive predictions, calibration and figures from the measured rows already in --out
+    (no timing: e.g. after a change to the cost model)."""
+    doc = json.loads(Path(args.out).read_text())
+    manifest = json.loads((Path(args.workdir) / "manifest.json").read_text())
+    rows = [{k: r[k] for k in MEASURED if k in r} for r in doc["rows"]]
+    return derive(rows, doc["settings"]["timing"], manifest, Path(args.out))
+
+
+def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
+    """Cost-model predictions before / after calibration, roofline fractions, figures; write the results."""
+    from edgeprune.benchutil import bench_document, write_bench
+    from edgeprune.describe import describe
+    from edgeprune.devices import host as host_mod
+    from edgeprune.devices.cost import (DEFAULT_BW_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, calibrate_bandwidth,
+                                        calibrate_compute, decode_bytes_per_token, predict)  # fmt: skip
+
+    pp, tg = timing["prompt_tokens"], timing["gen_tokens"]
+    hp = host_mod.host_profile()
+    if hp.bandwidth_gbs != timing["host"]["bandwidth_gbs"]:
+        print(f"warning: the host cache now says {hp.bandwidth_gbs} GB/s, the timed run measured "
+              f"{timing['host']['bandwidth_gbs']} GB/s; using the timed run's figure", flush=True)  # fmt: skip
+    bw = timing["host"]["bandwidth_gbs"] * 1e9
+    shapes = {r["model"]: describe(r["path"]) for r in rows if r["runtime"] == "llama.cpp" and r["quant"] == "f16"}
+    costs = []
+    for r in rows:
+        cost = cost_of(r, shapes)
+        costs.append(cost)
+        r["weight_bytes_per_token"] = cost.weight_bytes
+        r["decode_bytes_per_token"] = decode_bytes_per_token(cost, prompt_tokens=pp, gen_tokens=tg)
+        r["roofline_fraction"] = r["decode_tps"] * r["decode_bytes_per_token"] / bw
 
     # Before: the default efficiencies. After: one (bandwidth, compute) efficiency per (runtime, type),
     # fitted on the dense rows only; the pruned and 2:4 rows are held-out predictions.
-    for r in rows:
-        pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, bw_efficiency=DEFAULT_BW_EFFICIENCY,
+    for r, cost in zip(rows, costs):
+        pred = predict(hp, cost, prompt_tokens=pp, gen_tokens=tg, bw_efficiency=DEFAULT_BW_EFFICIENCY,
                        compute_efficiency=DEFAULT_COMPUTE_EFFICIENCY)  # fmt: skip
         r["predicted_decode_tps_default"] = pred.decode_tps
         r["measured_vs_predicted_default"] = r["decode_tps"] / pred.decode_tps
     calibration: dict[str, dict[str, dict[str, float]]] = {}
-    for r in rows:
+    for r, cost in zip(rows, costs):
         if r["model"] == "dense":
             calibration.setdefault(r["runtime"], {})[r["quant"]] = {
-                "bw_efficiency": calibrate_bandwidth([(r["decode_tps"], r["_cost"])], hp, prompt_tokens=pp, gen_tokens=tg),
-                "compute_efficiency": calibrate_compute([(r["prefill_tps"], r["_cost"])], hp, prompt_tokens=pp),
+                "bw_efficiency": calibrate_bandwidth([(r["decode_tps"], cost)], hp, prompt_tokens=pp, gen_tokens=tg),
+                "compute_efficiency": calibrate_compute([(r["prefill_tps"], cost)], hp, prompt_tokens=pp),
             }  # fmt: skip
-    host_mod.save_calibration(calibration, note=f"bench/runtime.py, dense SmolLM2-135M, pp{pp}/tg{tg}, {args.threads} threads")
+    host_mod.save_calibration(calibration, note=f"bench/runtime.py, dense SmolLM2-135M, pp{pp}/tg{tg}, {timing['threads']} threads")
     hp = host_mod.host_profile()  # reloaded from the cache: now carries the calibration
-    for r in rows:
-        pred = predict(hp, r["_cost"], prompt_tokens=pp, gen_tokens=tg, runtime=r["runtime"])
+    for r, cost in zip(rows, costs):
+        pred = predict(hp, cost, prompt_tokens=pp, gen_tokens=tg, runtime=r["runtime"])
         r["predicted_decode_tps"] = pred.decode_tps
         r["measured_vs_predicted"] = r["decode_tps"] / pred.decode_tps
         r["predicted_prefill_tps"] = pred.prefill_tps
         r["prefill_measured_vs_predicted"] = r["prefill_tps"] / pred.prefill_tps
         r["calibration_fit"] = "in-sample" if r["model"] == "dense" else "held-out"
-        del r["_cost"]
 
     figures = figures_of(rows)
     settings = {
-        "method": f"edgeprune.runtime.profile: pp{pp} / tg{tg}, {args.reps} repetitions each in a fresh process, "
+        "method": f"edgeprune.runtime.profile: pp{pp} / tg{tg}, {timing['reps']} repetitions each in a fresh process, "
                   "warm-up excluded, median (min/max in the JSON); random prompt token ids like llama-bench",
-        "threads": args.threads, "timed_under": "/work/cpu-slot -2 (exclusive use of both cores)",
-        "timed_seconds": timed_s, "host": host, "kv_cache": "llama.cpp: f16; onnxruntime: fp32",
+        "timed_under": "/work/cpu-slot -2 (exclusive use of both cores)", "timing": timing,
+        "kv_cache": "llama.cpp: f16; onnxruntime: fp32",
+        "bytes": "bytes = file size; weight_bytes_per_token = file size less lookup-only embedding tables (ONNX keeps the "
+                 "fp32 input embedding for Gather apart from the quantized LM head)",
         "roofline": "decode_tps x (weight bytes + KV bytes at the mean context) / the host's measured copy bandwidth",
-        "calibration": {"fit_on": "dense rows only (one bandwidth efficiency per runtime and type)", "efficiency": calibration},
+        "calibration": {"fit_on": "dense rows only: one bandwidth and one compute efficiency per runtime and type",
+                        "efficiency": calibration},
         "models": {k: v for k, v in manifest.items() if k != "artifacts"},
         "note_2_4": "GGUF and ONNX store the 2:4 model dense (no 2:4 type; no 2:4 kernels on CPUs): same bytes, no speed-up",
     }  # fmt: skip
-    out = Path(args.out)
     doc = bench_document("runtime", rows, settings=settings, figures=figures, complete=True)
     text = write_bench(doc, out, out.with_suffix(".md"), COLUMNS,
                        title="# runtime: SmolLM2-135M dense / pruned / 2:4 on this host, llama.cpp and onnxruntime")  # fmt: skip
+    notes = [f"pp{pp} / tg{tg}, {timing['reps']} fresh-process repetitions per row (median), {timing['threads']} threads, "
+             f"timed under exclusive use of both cores ({timing['timed_seconds']:.0f} s); host copy bandwidth "
+             f"{timing['host']['bandwidth_gbs']} GB/s. The 2:4 model is stored dense in GGUF and ONNX (no 2:4 type, "
+             "no 2:4 CPU kernels): same bytes, no speed-up. Predictions: default efficiency, then calibrated on the "
+             "dense rows (pruned and 2:4 rows held out)."]  # fmt: skip
     with out.with_suffix(".md").open("a") as fh:
-        fh.write("\n" + "\n".join(figures["lines"]) + "\n")
+        fh.write("\n" + "\n".join(notes) + "\n\n" + "\n".join(f"- {ln}" for ln in figures["lines"]) + "\n")
     plot(rows, out.with_suffix(".png"))
     print(text)
     print("\n".join(figures["lines"]))
-    print(f"timed part: {timed_s:.0f}s; wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
     return 0
 
 
@@ -323,10 +389,12 @@ def main(argv=None) -> int:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--only", default="", help="comma-separated models (default: all)")
     t.add_argument("--out", default=str(HERE / "results" / "runtime.json"))
-    for sp in (b, t):
+    r = sub.add_parser("report", help="re-derive predictions and figures from the measured rows in --out (no timing)")
+    r.add_argument("--out", default=str(HERE / "results" / "runtime.json"))
+    for sp in (b, t, r):
         sp.add_argument("--workdir", default="/tmp/edgeprune-runtime")
     args = p.parse_args(argv)
-    return build(args) if args.stage == "build" else time_all(args)
+    return {"build": build, "time": time_all, "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":

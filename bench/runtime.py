@@ -211,7 +211,7 @@ def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
     from edgeprune.describe import describe
     from edgeprune.devices import host as host_mod
     from edgeprune.devices.cost import (DEFAULT_BW_EFFICIENCY, DEFAULT_COMPUTE_EFFICIENCY, calibrate_bandwidth,
-                                        calibrate_compute, decode_bytes_per_token, predict)  # fmt: skip
+                                        calibrate_compute, decode_bytes_per_token, fit_per_layer_overhead, predict)  # fmt: skip
 
     pp, tg = timing["prompt_tokens"], timing["gen_tokens"]
     hp = host_mod.host_profile()
@@ -235,13 +235,24 @@ def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
                        compute_efficiency=DEFAULT_COMPUTE_EFFICIENCY)  # fmt: skip
         r["predicted_decode_tps_default"] = pred.decode_tps
         r["measured_vs_predicted_default"] = r["decode_tps"] / pred.decode_tps
+    # Per runtime, a fixed per-layer decode cost fitted across the dense rows' types (it does not
+    # shrink when a model is pruned), then per type the bandwidth efficiency of the rest.
+    dense = [(r, c) for r, c in zip(rows, costs) if r["model"] == "dense"]
+    overhead = {}
+    for rt in sorted({r["runtime"] for r, _ in dense}):
+        pts = [(r["decode_tps"], c) for r, c in dense if r["runtime"] == rt]
+        overhead[rt] = fit_per_layer_overhead(pts, prompt_tokens=pp, gen_tokens=tg) if len(pts) > 1 else 0.0
     calibration: dict[str, dict[str, dict[str, float]]] = {}
-    for r, cost in zip(rows, costs):
-        if r["model"] == "dense":
-            calibration.setdefault(r["runtime"], {})[r["quant"]] = {
-                "bw_efficiency": calibrate_bandwidth([(r["decode_tps"], cost)], hp, prompt_tokens=pp, gen_tokens=tg),
-                "compute_efficiency": calibrate_compute([(r["prefill_tps"], cost)], hp, prompt_tokens=pp),
-            }  # fmt: skip
+    bytes_only: dict[tuple, float] = {}
+    for r, cost in dense:
+        calibration.setdefault(r["runtime"], {})[r["quant"]] = {
+            "bw_efficiency": calibrate_bandwidth([(r["decode_tps"], cost)], hp, prompt_tokens=pp, gen_tokens=tg,
+                                                 per_layer_overhead_us=overhead[r["runtime"]]),
+            "per_layer_overhead_us": overhead[r["runtime"]],
+            "compute_efficiency": calibrate_compute([(r["prefill_tps"], cost)], hp, prompt_tokens=pp),
+        }  # fmt: skip
+        bytes_only[(r["runtime"], r["quant"])] = calibrate_bandwidth([(r["decode_tps"], cost)], hp, prompt_tokens=pp,
+                                                                     gen_tokens=tg, per_layer_overhead_us=0.0)  # fmt: skip
     host_mod.save_calibration(calibration, note=f"bench/runtime.py, dense SmolLM2-135M, pp{pp}/tg{tg}, {timing['threads']} threads")
     hp = host_mod.host_profile()  # reloaded from the cache: now carries the calibration
     for r, cost in zip(rows, costs):
@@ -251,6 +262,8 @@ def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
         r["predicted_prefill_tps"] = pred.prefill_tps
         r["prefill_measured_vs_predicted"] = r["prefill_tps"] / pred.prefill_tps
         r["calibration_fit"] = "in-sample" if r["model"] == "dense" else "held-out"
+        alt_tps = hp.bandwidth_gbs * 1e9 * bytes_only[(r["runtime"], r["quant"])] / r["decode_bytes_per_token"]
+        r["measured_vs_predicted_bytes_only"] = r["decode_tps"] / alt_tps  # no fixed part: decode ~ 1 / bytes
 
     figures = figures_of(rows)
     settings = {
@@ -261,8 +274,11 @@ def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
         "bytes": "bytes = file size; weight_bytes_per_token = file size less lookup-only embedding tables (ONNX keeps the "
                  "fp32 input embedding for Gather apart from the quantized LM head)",
         "roofline": "decode_tps x (weight bytes + KV bytes at the mean context) / the host's measured copy bandwidth",
-        "calibration": {"fit_on": "dense rows only: one bandwidth and one compute efficiency per runtime and type",
-                        "efficiency": calibration},
+        "calibration": {"fit_on": "dense rows only: per runtime a fixed per-layer decode cost (least squares of "
+                                  "s/token on bytes/token over its types), per runtime and type a bandwidth efficiency "
+                                  "for the rest and a prefill compute efficiency",
+                        "efficiency": calibration,
+                        "bytes_only_alternative": "measured_vs_predicted_bytes_only: the same without a fixed part"},
         "models": {k: v for k, v in manifest.items() if k != "artifacts"},
         "note_2_4": "GGUF and ONNX store the 2:4 model dense (no 2:4 type; no 2:4 kernels on CPUs): same bytes, no speed-up",
     }  # fmt: skip

@@ -114,3 +114,20 @@ def test_host_calibration_is_fitted_persisted_and_used():
     # other runtimes / types keep the defaults; re-measuring the host drops the calibration
     assert predict(host, COST, runtime="onnxruntime").bw_efficiency == 0.6
     assert host_mod.host_profile(refresh=True).calibration == {}
+
+
+def test_fitted_per_layer_overhead_is_recovered_and_used():
+    from edgeprune.devices.cost import calibrate_bandwidth, fit_per_layer_overhead
+
+    host = get_device("host")  # 20 GB/s in this test
+    # synthetic measurements: 100 us per layer (30 layers) + bytes at 8 GB/s
+    sizes = [COST.weight_bytes, COST.weight_bytes // 2, COST.weight_bytes // 4]
+    arts = [dataclasses.replace(COST, weight_bytes=b, kv_bytes_per_position=0) for b in sizes]
+    measured = [(1.0 / (30 * 100e-6 + a.weight_bytes / 8e9), a) for a in arts]
+    us = fit_per_layer_overhead(measured)
+    assert us == pytest.approx(100.0, rel=1e-6)
+    eff = calibrate_bandwidth(measured[:1], host, per_layer_overhead_us=us)
+    assert eff == pytest.approx(8 / 20, rel=1e-6)
+    host_mod.save_calibration({"llama.cpp": {"q8_0": {"bw_efficiency": eff, "per_layer_overhead_us": us}}})
+    p = predict(get_device("host"), arts[2], runtime="llama.cpp")
+    assert p.decode_tps == pytest.approx(measured[2][0], rel=1e-6)  # a held-out size, right because the fixed part is kept

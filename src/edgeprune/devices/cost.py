@@ -148,7 +148,8 @@ def predict(
     bytes_per_token = decode_bytes_per_token(cost, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
     flops_per_token = cost.linear_flops_per_token + cost.attn_flops_per_position * ctx
     t_bw, t_compute = bytes_per_token / bw, (0.0 if fitted_bw else flops_per_token / flops)
-    t_fixed = cost.n_layers * profile.per_layer_overhead_us * 1e-6
+    # a fitted per-layer cost (calibration) replaces the profile's figure
+    t_fixed = cost.n_layers * cal.get("per_layer_overhead_us", profile.per_layer_overhead_us) * 1e-6
     decode_tps = 1.0 / (max(t_bw, t_compute) + t_fixed)
     # Prefill: all prompt tokens at once; weights read once, attention over a growing context.
     prefill_flops = prefill_flops_of(cost, prompt_tokens)
@@ -173,20 +174,40 @@ def prefill_flops_of(cost: ArtifactCost, prompt_tokens: int) -> float:
 
 
 def calibrate_bandwidth(measured: list[tuple[float, ArtifactCost]], profile: DeviceProfile, *,
-                        prompt_tokens: int = 512, gen_tokens: int = 128) -> float:  # fmt: skip
+                        prompt_tokens: int = 512, gen_tokens: int = 128, per_layer_overhead_us: float | None = None) -> float:  # fmt: skip
     """End-to-end bandwidth efficiency from (measured decode tokens/s, artifact) pairs of one
     runtime and storage type: the geometric mean of decode x bytes per token / peak bandwidth
-    (the roofline fraction). Per-layer fixed costs, if the profile has them, are taken out first."""
+    (the roofline fraction). Per-layer fixed costs (``per_layer_overhead_us``, default the
+    profile's) are taken out of each token's time first."""
     import math
 
+    overhead = profile.per_layer_overhead_us if per_layer_overhead_us is None else per_layer_overhead_us
     logs = []
     for tps, cost in measured:
-        t = 1.0 / tps - cost.n_layers * profile.per_layer_overhead_us * 1e-6
+        t = 1.0 / tps - cost.n_layers * overhead * 1e-6
         if t <= 0:
             raise ValueError(f"measured {tps} tok/s is faster than the profile's fixed per-layer costs allow")
         logs.append(math.log(decode_bytes_per_token(cost, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens) / t
                              / (profile.bandwidth_gbs * 1e9)))  # fmt: skip
     return math.exp(sum(logs) / len(logs))
+
+
+def fit_per_layer_overhead(measured: list[tuple[float, ArtifactCost]], *, prompt_tokens: int = 512,
+                           gen_tokens: int = 128) -> float:  # fmt: skip
+    """Per-layer fixed decode cost in microseconds from (decode tokens/s, artifact) pairs of one
+    runtime: the intercept of a least-squares line through seconds per token against bytes per
+    token (t = fixed + bytes / streaming rate), divided by the layer count; 0 when the fit says
+    there is none. Needs artifacts of different sizes (e.g. F16, Q8_0 and Q4_0 of one model)."""
+    pts = [(decode_bytes_per_token(c, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens), 1.0 / tps, c.n_layers)
+           for tps, c in measured]  # fmt: skip
+    if len({x for x, _, _ in pts}) < 2:
+        raise ValueError("fitting a fixed cost needs artifacts of at least two sizes")
+    n = len(pts)
+    mx, my = sum(x for x, _, _ in pts) / n, sum(y for _, y, _ in pts) / n
+    slope = sum((x - mx) * (y - my) for x, y, _ in pts) / sum((x - mx) ** 2 for x, _, _ in pts)
+    intercept = my - slope * mx
+    layers = sum(layer for _, _, layer in pts) / n
+    return max(0.0, intercept / layers * 1e6)
 
 
 def calibrate_compute(measured: list[tuple[float, ArtifactCost]], profile: DeviceProfile, *, prompt_tokens: int = 512) -> float:

@@ -45,6 +45,7 @@ JOBS = {
     "dense": {"prune": None},
     "wanda": {"prune": "wanda"},
     "wanda+recon": {"prune": "wanda", "recon": R},
+    "wanda+recon/epochs4": {"prune": "wanda", "recon": {"epochs": 4}},
     "magnitude": {"prune": "magnitude"},
     "magnitude+recon": {"prune": "magnitude", "recon": R},
     "sparsegpt": {"prune": "sparsegpt"},
@@ -144,7 +145,7 @@ def run_job(job: str, args) -> dict:
                     model, _ = nm_prune(model, step, calib, progress=False)
                     row["prune_step"] = step.to_dict()
             if recon is not None:
-                kw = {**recon, **json.loads(args.set or "{}")}
+                kw = {**json.loads(args.set or "{}"), **recon}  # a job's own settings win over --set
                 if spec["prune"] != "structured":
                     kw.setdefault("prune", spec["prune"])  # masks chosen in the loop, from the pruned stream
                 cfg = Reconstruct(**kw)

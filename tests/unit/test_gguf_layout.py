@@ -186,7 +186,7 @@ def test_config_is_strict_and_round_trips():
     cfg = GGUFExportConfig(qtype="Q8_0")
     assert cfg.qtype == "q8_0"
     assert GGUFExportConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(EdgepruneError, match=r"unknown GGUF export setting\(s\) qtpye"):
+    with pytest.raises(EdgepruneError, match=r"unknown key 'qtpye' \(did you mean 'qtype'\?\) for step GGUF export"):
         GGUFExportConfig.from_dict({"qtpye": "q8_0"})
     with pytest.raises(EdgepruneError, match="did you mean 'q4_0'"):
         GGUFExportConfig(qtype="q4_00")

@@ -40,9 +40,15 @@ def test_invalid_settings(kw, match, tmp_path):
 
 
 def test_config_rejects_unknown_keys():
-    with pytest.raises(EdgepruneError, match="unknown ONNX export setting\\(s\\) qaunt"):
+    with pytest.raises(EdgepruneError, match="unknown key .qaunt. \\(did you mean .quant.\\?\\) for step ONNX export"):
         OnnxExportConfig.from_dict({"qaunt": "int8"})
     assert OnnxExportConfig.from_dict({"quant": "INT8"}).quant == "int8"
+    cfg = OnnxExportConfig(quant="int4", int4_lm_head="fp32", block_size=128)
+    assert OnnxExportConfig.from_yaml(cfg.to_yaml()) == cfg  # the project's strict config base
+    # every problem at once, in one line
+    with pytest.raises(EdgepruneError, match="block size must be one of .*; unknown ONNX exporter 'jit'") as exc:
+        OnnxExportConfig(block_size=100, exporter="jit")
+    _one_line(exc)
 
 
 def test_existing_output_needs_overwrite(tmp_path):

@@ -176,6 +176,41 @@ def test_quantized_exports_run(quant, block, tmp_path):
     assert report.bytes < 0.6 * _fp32_bytes(model)
 
 
+@pytest.mark.parametrize("lm_head, symmetric", [("int8", False), ("fp32", False), ("int4", True)])
+def test_int4_lm_head_and_zero_points(lm_head, symmetric, tmp_path):
+    model = tiny_llama(tie_word_embeddings=True)
+    report = export_onnx(model, tmp_path / "q", quant="int4", int4_lm_head=lm_head, int4_symmetric=symmetric,
+                         exporter="torchscript", threads=1)  # fmt: skip
+    graph = onnx.load(str(tmp_path / "q" / names.MODEL_FILE))
+    nbits = {n.output[0]: n for n in graph.graph.node if n.op_type == "MatMulNBits"}
+    bits = {o: next(a.i for a in n.attribute if a.name == "bits") for o, n in nbits.items()}
+    body = [o for o in nbits if o != names.LOGITS]
+    assert len(body) == 21 and {bits[o] for o in body} == {4}
+    # asymmetric blocks carry a zero-point input (the 4th); symmetric ones do not
+    assert all((len(nbits[o].input) > 3 and nbits[o].input[3] != "") != symmetric for o in body)
+    head = {"int8": 8, "int4": 4, "fp32": None}[lm_head]
+    assert bits.get(names.LOGITS) == head
+    if head is None:  # left float: the plain MatMul still writes the logits
+        assert any(n.op_type == "MatMul" and names.LOGITS in n.output for n in graph.graph.node)
+    q = report.quantization
+    assert (q["bits"], q["lm_head"], q["symmetric"]) == (4, lm_head, symmetric)
+    assert q["matmuls"] == {"int4": 21 + (head == 4), "int8": int(head == 8), "fp32": int(head is None)}
+    assert report.weights == f"int4 {'sym' if symmetric else 'asym'} b32" + ("" if lm_head == "int4" else f", lm_head {lm_head}")
+    assert any(n.startswith("int4 trade-off") for n in report.notes)
+    saved = json.loads(report.report_path.read_text())
+    assert saved["quantization"]["lm_head"] == lm_head and saved["weights"] == report.weights
+
+
+def test_int4_options_are_checked(tmp_path):
+    from edgeprune.errors import EdgepruneError
+
+    with pytest.raises(EdgepruneError, match="unknown int4 lm_head precision 'int2'"):
+        export_onnx(tiny_llama(), tmp_path / "a", quant="int4", int4_lm_head="int2")
+    with pytest.raises(EdgepruneError, match="apply to quant int4, not 'int8'"):
+        export_onnx(tiny_llama(), tmp_path / "b", quant="int8", int4_lm_head="fp32")
+    assert not any(tmp_path.iterdir())
+
+
 def _fp32_bytes(model) -> int:
     return sum(p.numel() * 4 for p in model.parameters())
 

@@ -9,14 +9,15 @@ output, verify that file, then rename it into place and write the report beside 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.common import ExportConfig, unknown_choice, versions
 from edgeprune.export.gguf import tables, vocab
 from edgeprune.export.gguf.spec import GGUFModelSpec, model_spec
 from edgeprune.fileio import atomic_file, check_writable, scratch_file, write_text_atomic
@@ -25,35 +26,17 @@ PURE_TYPES = [n for n, q in tables.QTYPES.items() if q.route == "gguf-py"]
 
 
 @dataclass(frozen=True)
-class GGUFExportConfig:
+class GGUFExportConfig(ExportConfig):
     """The GGUF export settings a build recipe carries (strict: unknown keys are errors)."""
 
     qtype: str = "f16"
-    verify: bool = True
     llama_quantize: str | None = None  # path of llama.cpp's llama-quantize, for K-quants
-    version: int = 1
 
-    def __post_init__(self):
-        if not isinstance(self.qtype, str) or self.qtype.lower() not in tables.QTYPES:
-            hint = difflib.get_close_matches(str(self.qtype).lower(), list(tables.QTYPES), n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise EdgepruneError(f"unknown GGUF type {self.qtype!r}{did}: use one of {', '.join(tables.QTYPES)}")
-        object.__setattr__(self, "qtype", self.qtype.lower())
-        if not isinstance(self.verify, bool):
-            raise EdgepruneError(f"verify must be true or false, got {self.verify!r}")
-        if self.version != 1:
-            raise EdgepruneError(f"GGUF export config version {self.version} is not supported: this edgeprune reads version 1")
+    FORMAT: ClassVar[str] = "GGUF"
+    LOWERCASE: ClassVar[tuple[str, ...]] = ("qtype",)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> GGUFExportConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EdgepruneError(f"unknown GGUF export setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def check(self) -> list[str]:
+        return unknown_choice("GGUF type", self.qtype, list(tables.QTYPES)) + super().check()
 
 
 @dataclass
@@ -98,18 +81,6 @@ def report_path(out: Path) -> Path:
     """``model.gguf`` -> ``model.report.json``, beside the file."""
     path = out.with_suffix(".report.json")
     return path if path != out else out.with_name(out.name + ".report.json")
-
-
-def _versions(verified: bool) -> dict:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("edgeprune", "gguf", "torch", "transformers") + (("llama-cpp-python",) if verified else ()):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 def _general_kvs(model, source_fields: list[vocab.KV]) -> tuple[vocab.KV, ...]:
@@ -261,7 +232,7 @@ def export_gguf(
             verify=result.to_dict() if result is not None else None,
             notes=_notes(spec, qt) + ([f"tokenization differs from transformers on {tok.caveat}"] if tok.caveat else []),
             timings=timings,
-            versions=_versions(result is not None),
+            versions=versions(("edgeprune", "gguf", "torch", "transformers") + (("llama-cpp-python",) if result is not None else ())),
         )
     write_text_atomic(report_path(out), report.to_json())
     return report

@@ -19,13 +19,13 @@ llama.cpp runs in a child process (see llamacpp.py); llama_cpp is never imported
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgeprune.export.common import torch_threads, versions
 from edgeprune.export.gguf import tables
 from edgeprune.export.gguf.layout import unpermute_qk
 from edgeprune.export.gguf.llamacpp import default_threads, run_in_child
@@ -53,15 +53,6 @@ def compare_logits(reference: list[np.ndarray], got: list[np.ndarray]) -> LogitC
     n = sum(len(r) for r in reference)
     worst = max(diffs)
     return LogitComparison(worst, scale, worst / max(scale, 1e-12), agree / n, n)
-
-
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _same(a, b) -> bool:
@@ -137,19 +128,6 @@ def weight_errors(model, weights: dict[str, tuple[np.ndarray, str]]) -> dict[str
 
 
 # -- 3 and 4: llama.cpp ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run torch with ``n`` intra-op threads, restoring the caller's setting afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def torch_logits(model, prompts: list[list[int]]) -> list[np.ndarray]:
@@ -295,7 +273,7 @@ def verify_gguf(
     tok = compare_tokenization(tokenizer, lines, run.tokens, run.tokens_with_specials) if tokenizer is not None else None
     if tok is not None and (tok["identical"] != tok["lines"] or tok["with_special_tokens"] is False):
         problems.append(f"llama.cpp tokenizes differently from transformers: {tok['first_mismatch']}")
-    runtime = {"llama_cpp_python": _version("llama-cpp-python"), "process": "child", "n_ctx": n_ctx, "n_threads": threads,
+    runtime = {"llama_cpp_python": versions(["llama-cpp-python"])["llama-cpp-python"], "process": "child", "n_ctx": n_ctx, "n_threads": threads,
                "kv_cache": "f32", "torch_threads": threads, "n_prompts": len(prompts),
                "layout_file": "the file" if f32_path is None else "an F32 rendering of the file"}  # fmt: skip
     return GGUFVerifyResult(not problems, problems, tol, asdict(layout), asdict(actual), errors, tok, runtime, types)

@@ -13,7 +13,6 @@ The folder holds ``model.onnx`` (plus ``model.onnx.data`` above protobuf's 2 GB 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -21,23 +20,26 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.common import ExportConfig, unknown_choice, versions
 from edgeprune.export.onnx import names
 from edgeprune.export.onnx.report import OnnxExportReport
 
 QUANTS = ("fp32", "int8", "int8-dynamic", "int4")
 EXPORTERS = ("dynamo", "torchscript")
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits: a power of two >= 16
+INT4_LM_HEAD = ("int8", "int4", "fp32")  # the same as quantize.INT4_LM_HEAD (that module imports numpy)
 OPSET = 18
 # Protobuf cannot serialise a message over 2 GiB; stay clear of it (the graph itself adds bytes).
 EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 @dataclass(frozen=True)
-class OnnxExportConfig:
+class OnnxExportConfig(ExportConfig):
     """The ONNX export settings a build recipe carries (strict: unknown keys are errors)."""
 
     quant: str = "fp32"
@@ -45,37 +47,29 @@ class OnnxExportConfig:
     # 128 costs 52 ppl against 41 with 32 (fp32: 30.4), for 3% of the file size.
     block_size: int = 32
     exporter: str = "dynamo"  # "torchscript" is the fallback when dynamo fails, and ~10x faster
-    verify: bool = True
-    version: int = 1
+    # int4 only (see quantize.py and bench/results/onnx_roundtrip.md for what each costs):
+    int4_lm_head: str = "int8"  # the lm_head of an int4 graph: int8 | int4 | fp32
+    int4_symmetric: bool = False  # False: a zero point per block (uses all 16 levels)
+
+    FORMAT: ClassVar[str] = "ONNX"
+    LOWERCASE: ClassVar[tuple[str, ...]] = ("quant",)
 
     def __post_init__(self):
-        quant = "fp32" if self.quant is None else self.quant
-        if not isinstance(quant, str) or quant.lower() not in QUANTS:
-            hint = difflib.get_close_matches(str(quant).lower(), QUANTS, n=1)
-            did = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise EdgepruneError(f"unknown ONNX quantization {quant!r}{did}: use one of {', '.join(QUANTS)}")
-        object.__setattr__(self, "quant", quant.lower())
+        if self.quant is None:
+            object.__setattr__(self, "quant", "fp32")
+        super().__post_init__()
+
+    def check(self) -> list[str]:
+        problems = unknown_choice("ONNX quantization", self.quant, QUANTS)
         if isinstance(self.block_size, bool) or self.block_size not in BLOCK_SIZES:
-            raise EdgepruneError(
-                f"quantization block size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {self.block_size!r}"
-            )
-        if self.exporter not in EXPORTERS:
-            raise EdgepruneError(f"unknown ONNX exporter {self.exporter!r}: use one of {', '.join(EXPORTERS)}")
-        if not isinstance(self.verify, bool):
-            raise EdgepruneError(f"verify must be true or false, got {self.verify!r}")
-        if self.version != 1:
-            raise EdgepruneError(f"ONNX export config version {self.version} is not supported: this edgeprune reads version 1")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> OnnxExportConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EdgepruneError(f"unknown ONNX export setting(s) {', '.join(unknown)}: known are {', '.join(sorted(known))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            problems.append(f"quantization block size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {self.block_size!r}")
+        problems += unknown_choice("ONNX exporter", self.exporter, EXPORTERS)
+        problems += unknown_choice("int4 lm_head precision", self.int4_lm_head, INT4_LM_HEAD)
+        if not isinstance(self.int4_symmetric, bool):
+            problems.append(f"int4_symmetric must be true or false, got {self.int4_symmetric!r}")
+        if self.quant != "int4" and (self.int4_lm_head, self.int4_symmetric) != ("int8", False):
+            problems.append(f"int4_lm_head and int4_symmetric apply to quant int4, not {self.quant!r}: leave them out")
+        return problems + super().check()
 
 
 def export_onnx(
@@ -85,6 +79,8 @@ def export_onnx(
     tokenizer=None,
     quant: str | None = None,
     block_size: int = 32,
+    int4_lm_head: str = "int8",
+    int4_symmetric: bool = False,
     exporter: str = "dynamo",
     verify: bool = True,
     overwrite: bool = False,
@@ -102,7 +98,8 @@ def export_onnx(
     the torch model before the folder is renamed into place. Returns the export report, also
     written as ``export_report.json`` in the folder.
     """
-    cfg, out = preflight(out_dir, quant=quant, block_size=block_size, exporter=exporter, verify=verify, overwrite=overwrite)
+    cfg, out = preflight(out_dir, quant=quant, block_size=block_size, int4_lm_head=int4_lm_head,
+                         int4_symmetric=int4_symmetric, exporter=exporter, verify=verify, overwrite=overwrite)  # fmt: skip
     lm = prepare_model(model)
     threads = threads or os.cpu_count() or 1
     try:
@@ -112,11 +109,12 @@ def export_onnx(
 
 
 def preflight(
-    out_dir: str | Path, *, quant=None, block_size: int = 32, exporter: str = "dynamo", verify: bool = True,
-    overwrite: bool = False, option: str = "overwrite=True",
+    out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool = False,
+    exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
 ) -> tuple[OnnxExportConfig, Path]:
     """Every check that needs no model: the settings and the output folder. Returns (config, folder)."""
-    cfg = OnnxExportConfig(quant=quant, block_size=block_size, exporter=exporter, verify=verify)
+    cfg = OnnxExportConfig(quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
+                           exporter=exporter, verify=verify)  # fmt: skip
     out = check_out_dir(out_dir, overwrite=overwrite, option=option)
     try:
         import onnx  # noqa: F401
@@ -190,7 +188,7 @@ def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: 
 
     with atomic_dir(out) as tmp:
         final = tmp / names.MODEL_FILE
-        used, fallback, two_four = _write_graph(lm, final, cfg, external=external, timings=timings, notes=notes)
+        used, fallback, two_four, quantization = _write_graph(lm, final, cfg, external=external, timings=timings, notes=notes)
         t0 = time.perf_counter()
         _check(final)
         timings["check_s"] = time.perf_counter() - t0
@@ -238,9 +236,10 @@ def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: 
             sparsity_2_4=two_four,
             verify=result,
             genai_config=write_genai,
+            quantization=quantization,
             notes=notes,
             timings={k: round(v, 3) for k, v in timings.items()},
-            versions=_versions(),
+            versions=versions(("edgeprune", "torch", "transformers", "onnx", "onnxruntime", "onnxscript")),
         )
         (tmp / names.REPORT_FILE).write_text(report.to_json())
     return report
@@ -248,7 +247,7 @@ def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: 
 
 def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timings: dict, notes: list) -> tuple:
     """Export, tidy and (maybe) quantize into ``final``, in a scratch folder beside it that is
-    removed afterwards. Returns (exporter used, why dynamo failed, 2:4 summary)."""
+    removed afterwards. Returns (exporter used, why dynamo failed, 2:4 summary, quantization settings)."""
     import onnx
 
     from edgeprune.export.onnx import passes, quantize
@@ -268,6 +267,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
         passes.share_tied_lm_head(graph)  # one copy of a tied embedding, whichever exporter ran
     set_metadata(graph, lm, cfg.quant)
     sparse = quantize.two_four_weights(graph)  # before saving: saving with external data empties the proto
+    quantization = None
     if cfg.quant == "fp32":
         _save(graph, final, external)
         two_four = quantize.sparsity_summary(sparse)
@@ -277,12 +277,15 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
         fp32 = raw / "fp32.onnx"
         _save(graph, fp32, external)
         if cfg.quant == "int8":
-            quantize.quantize_int8(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
+            quantization = quantize.quantize_int8(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
         elif cfg.quant == "int8-dynamic":
-            quantize.quantize_int8_dynamic(str(fp32), str(final), external_data=external)
+            quantization = quantize.quantize_int8_dynamic(str(fp32), str(final), external_data=external)
         else:
-            quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
+            quantization = quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external,
+                                                  lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric)  # fmt: skip
+            notes.append(quantize.INT4_NOTE)
         qgraph = onnx.load(str(final), load_external_data=not external)
+        quantization["matmuls"] = quantize.matmul_precisions(qgraph)
         # above 2 GB the quantized weights stay on disk: the 2:4 read-back is skipped there
         two_four = quantize.sparsity_summary(sparse, qgraph) if not external else None
         # the quantizers do not promise to carry metadata_props over: write them again
@@ -295,7 +298,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             f"{cfg.quant} quantization broke the 2:4 pattern of {two_four['weights'] - two_four['kept']} "
             f"of {two_four['weights']} sparse weights; export this model as fp32"
         )
-    return used, fallback, two_four
+    return used, fallback, two_four, quantization
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -464,18 +467,6 @@ def _first_line(exc: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # ANSI colours of the exporter's messages
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:200]
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("edgeprune", "torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 @contextlib.contextmanager

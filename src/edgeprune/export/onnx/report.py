@@ -54,6 +54,9 @@ class OnnxExportReport:
     sparsity_2_4: dict | None  # 2:4-sparse MatMul weights before quantization and whether quantization kept them
     verify: VerifyResult | None
     genai_config: bool
+    # what a quantized graph stores: bits, block_size, symmetric, lm_head, accuracy_level, method and
+    # "matmuls" (how many MatMul weights at int4 / int8 / fp32); None for fp32
+    quantization: dict | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -61,6 +64,13 @@ class OnnxExportReport:
     @property
     def verified(self) -> bool:
         return self.verify is not None and self.verify.passed
+
+    @property
+    def weights(self) -> str:
+        """A short name for what the graph stores, e.g. ``int4 asym b32, lm_head int8``."""
+        from edgeprune.export.onnx.quantize import weights_label
+
+        return weights_label(self.quantization)
 
     @property
     def report_path(self) -> Path:
@@ -72,6 +82,7 @@ class OnnxExportReport:
         d = asdict(self)
         if self.verify is not None:
             d["verify"]["max_rel_diff"] = self.verify.max_rel_diff
+        d["weights"] = self.weights
         return d
 
     def to_json(self) -> str:

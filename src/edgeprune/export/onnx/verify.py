@@ -7,10 +7,9 @@ takes — against the torch model with transformers' DynamicCache on the same to
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
+from edgeprune.export.common import torch_threads
 from edgeprune.export.onnx import names
 from edgeprune.export.onnx.report import VerifyResult
 
@@ -45,21 +44,6 @@ def run_step(session, ids: np.ndarray, past: list[np.ndarray], past_len: int):
     feeds.update(zip(names.past_names(n_layers), past))
     out = session.run(None, feeds)
     return out[0], out[1:]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch with ``n`` intra-op threads, restored afterwards. Matching onnxruntime's count keeps
-    the two from oversubscribing the cores: on a busy 2-core host torch's default OpenMP pool ran
-    SmolLM2 forwards 10x slower than with 1 thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def verify_session(session, torch_model, *, kv_heads, head_dim, vocab_size, quant: str, threads: int) -> VerifyResult:

@@ -163,6 +163,7 @@ def run_row(spec: dict, args) -> list[dict]:
             train_data = calibration_windows(tok, "self", n_windows=args.train_pool, seq_len=args.seq_len, seed=1,
                                              model=model, progress=False)  # fmt: skip
             extra["train_data"] = train_data.describe()
+            extra["train_curve_dense_ppl"] = _short_ppl(model, tok, args, args.train_curve_windows)  # the curve's reference
         gen_s = time.perf_counter() - t0
         targets = sorted(spec.get("snapshots", []) + [spec["target"]])
         step = StructuredPrune(target=targets[-1], method=spec["method"], align=16 if args.tiny else 32,

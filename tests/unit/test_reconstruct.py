@@ -64,6 +64,11 @@ def test_losses():
     assert float(rm.recon_loss(a, 3 * a, "cosine")) == pytest.approx(0.0, abs=1e-6)  # scale-free
     assert float(rm.recon_loss(a, -a, "cosine")) == pytest.approx(2.0)
     assert rm.relative_mse(a, 2 * a) == pytest.approx(0.25)
+    big = torch.tensor([[100.0, 0.0], [0.0, 1.0]])  # token 0 carries a massive activation
+    off = big + torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # the same absolute error ...
+    off2 = big + torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # ... on the small token
+    assert float(rm.recon_loss(off, big)) == float(rm.recon_loss(off2, big))  # MSE cannot tell them apart
+    assert float(rm.recon_loss(off2, big, "nmse")) == pytest.approx(0.5) and float(rm.recon_loss(off, big, "nmse")) == pytest.approx(0.5e-4)
 
 
 def test_block_windows_must_divide_the_depth():
@@ -118,7 +123,7 @@ def test_masks_stay_exact_zeros_and_every_block_output_gets_closer_to_dense(dens
 
 CASES = [dict(granularity=g, inputs=i) for g in ("block", "attn_mlp", "linear") for i in ("dense", "pruned", "pruned_true")]
 CASES += [dict(blocks=2), dict(blocks=4, inputs="pruned"), dict(trainable="lora"), dict(trainable="lora", granularity="linear"),
-          dict(loss="cosine"), dict(autocast="bfloat16")]  # fmt: skip
+          dict(loss="cosine"), dict(loss="nmse"), dict(autocast="float32")]  # fmt: skip
 
 
 @pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))

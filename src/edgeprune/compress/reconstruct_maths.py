@@ -14,18 +14,23 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 
-LOSSES = ("mse", "cosine")
+LOSSES = ("mse", "cosine", "nmse")
 
 
 def recon_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """``mse``: mean squared error over every element (the paper's mean-reduced MSE);
     ``cosine``: ``1 - cos(pred_t, target_t)`` along the last (hidden) dim, averaged over tokens
-    (the negative cosine shifted to be >= 0; same gradient)."""
+    (the negative cosine shifted to be >= 0; same gradient);
+    ``nmse``: per-token relative MSE ``||pred_t - target_t||^2 / ||target_t||^2`` averaged over tokens,
+    so the few tokens carrying massive activations (attention sinks, norms in the thousands) do not
+    outweigh all the others as they do in the plain MSE."""
     pred, target = pred.float(), target.float()
     if kind == "mse":
         return F.mse_loss(pred, target)
     if kind == "cosine":
         return 1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8).mean()
+    if kind == "nmse":
+        return ((pred - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)).mean()
     raise ValueError(f"loss {kind!r} is not one of {', '.join(LOSSES)}")
 
 

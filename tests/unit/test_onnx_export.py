@@ -167,7 +167,11 @@ def test_quantized_exports_run(quant, block, tmp_path):
         # 3 layers x 7 projections + the lm_head, all quantized (the tied lm_head was untied for it)
         assert len(nbits) == 22 and all(a["block_size"] == block for a in nbits.values())
         assert nbits[names.LOGITS]["bits"] == 8  # the lm_head keeps 8 bits in int4 too
-        assert {a["bits"] for o, a in nbits.items() if o != names.LOGITS} == {4 if quant == "int4" else 8}
+        if quant == "int4":  # 3 layers: the outer ceil(3 / 8) = 1 on each side and the middle down_proj keep 8 bits
+            assert report.quantization["matmuls"] == {"int4": 6, "int8": 16, "fp32": 0}
+            assert _embedding_table(graph).dtype == np.int8
+        else:
+            assert {a["bits"] for o, a in nbits.items() if o != names.LOGITS} == {8}
     meta = {p.key: p.value for p in graph.metadata_props}
     assert meta[names.META_QUANT].startswith(quant) and meta[names.META_KV_HEADS] == "2,2,2"
     v = report.verify
@@ -180,7 +184,7 @@ def test_quantized_exports_run(quant, block, tmp_path):
 def test_int4_lm_head_and_zero_points(lm_head, symmetric, tmp_path):
     model = tiny_llama(tie_word_embeddings=True)
     report = export_onnx(model, tmp_path / "q", quant="int4", int4_lm_head=lm_head, int4_symmetric=symmetric,
-                         exporter="torchscript", threads=1)  # fmt: skip
+                         int4_mix="none", int4_embedding="fp32", exporter="torchscript", threads=1)  # fmt: skip
     graph = onnx.load(str(tmp_path / "q" / names.MODEL_FILE))
     nbits = {n.output[0]: n for n in graph.graph.node if n.op_type == "MatMulNBits"}
     bits = {o: next(a.i for a in n.attribute if a.name == "bits") for o, n in nbits.items()}
@@ -196,9 +200,36 @@ def test_int4_lm_head_and_zero_points(lm_head, symmetric, tmp_path):
     assert (q["bits"], q["lm_head"], q["symmetric"]) == (4, lm_head, symmetric)
     assert q["matmuls"] == {"int4": 21 + (head == 4), "int8": int(head == 8), "fp32": int(head is None)}
     assert report.weights == f"int4 {'sym' if symmetric else 'asym'} b32" + ("" if lm_head == "int4" else f", lm_head {lm_head}")
+    assert _embedding_table(graph).dtype == np.float32  # int4_embedding="fp32": the table stays float
     assert any(n.startswith("int4 trade-off") for n in report.notes)
     saved = json.loads(report.report_path.read_text())
     assert saved["quantization"]["lm_head"] == lm_head and saved["weights"] == report.weights
+
+
+@pytest.mark.parametrize("mix, int4, int8", [("edges", 42, 29), ("down", 60, 11), ("edges+down", 36, 35)])
+def test_int4_mix_keeps_outer_layers_and_down_proj_at_8_bits(mix, int4, int8, tmp_path):
+    # 10 layers: the outer ceil(10 / 8) = 2 on each side are "edges"; 70 projections + the lm_head
+    model = tiny_llama(num_hidden_layers=10)
+    report = export_onnx(model, tmp_path / "q", quant="int4", int4_mix=mix, exporter="torchscript", threads=1)
+    assert report.quantization["matmuls"] == {"int4": int4, "int8": int8, "fp32": 0}
+    assert report.quantization["eight_bit_layers"] == 2 and report.verify.passed
+
+
+def test_embedding_int8_is_exact_to_a_row_scale(tmp_path):
+    from onnx import numpy_helper
+
+    from edgeprune.export.onnx import quantize
+
+    model = tiny_llama()
+    report = export_onnx(model, tmp_path / "q", quant="int4", int4_mix="none", exporter="torchscript", threads=1)
+    graph = onnx.load(str(tmp_path / "q" / names.MODEL_FILE))
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    q = _embedding_table(graph)
+    scale = next(v for k, v in inits.items() if k.endswith("_scale") and v.shape == (q.shape[0], 1))
+    table = model.model.embed_tokens.weight.detach().numpy()
+    assert q.shape == table.shape and np.abs(q * scale - table).max() <= scale.max() / 2 + 1e-7
+    assert report.quantization["embedding"] == "int8" and "embedding int8" in report.weights
+    assert not quantize.embedding_int8(graph)  # nothing float left to quantize
 
 
 def test_int4_options_are_checked(tmp_path):
@@ -208,7 +239,17 @@ def test_int4_options_are_checked(tmp_path):
         export_onnx(tiny_llama(), tmp_path / "a", quant="int4", int4_lm_head="int2")
     with pytest.raises(EdgepruneError, match="apply to quant int4, not 'int8'"):
         export_onnx(tiny_llama(), tmp_path / "b", quant="int8", int4_lm_head="fp32")
+    with pytest.raises(EdgepruneError, match="unknown int4 mix 'edge' \\(did you mean 'edges'\\?\\)"):
+        export_onnx(tiny_llama(), tmp_path / "c", quant="int4", int4_mix="edge")
     assert not any(tmp_path.iterdir())
+
+
+def _embedding_table(graph) -> np.ndarray:
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.graph.initializer}
+    gather = next(n for n in graph.graph.node if n.op_type == "Gather" and names.INPUT_IDS in n.input and n.input[0] in inits)
+    return numpy_helper.to_array(inits[gather.input[0]])
 
 
 def _fp32_bytes(model) -> int:

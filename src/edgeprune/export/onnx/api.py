@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,11 @@ from edgeprune.export.onnx.report import OnnxExportReport
 QUANTS = ("fp32", "int8", "int8-dynamic", "int4")
 EXPORTERS = ("dynamo", "torchscript")
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits: a power of two >= 16
-INT4_LM_HEAD = ("int8", "int4", "fp32")  # the same as quantize.INT4_LM_HEAD (that module imports numpy)
+# the same as in quantize.py (that module imports numpy)
+INT4_LM_HEAD = ("int8", "int4", "fp32")
+INT4_MIXES = ("edges+down", "edges", "down", "none")
+INT4_EMBEDDINGS = ("int8", "fp32")
+INT4_OPTIONS = ("int4_lm_head", "int4_symmetric", "int4_mix", "int4_embedding")
 OPSET = 18
 # Protobuf cannot serialise a message over 2 GiB; stay clear of it (the graph itself adds bytes).
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -49,7 +54,11 @@ class OnnxExportConfig(ExportConfig):
     exporter: str = "dynamo"  # "torchscript" is the fallback when dynamo fails, and ~10x faster
     # int4 only (see quantize.py and bench/results/onnx_roundtrip.md for what each costs):
     int4_lm_head: str = "int8"  # the lm_head of an int4 graph: int8 | int4 | fp32
-    int4_symmetric: bool = False  # False: a zero point per block (uses all 16 levels)
+    # symmetric blocks map the largest-magnitude weight to -8 exactly; zero points (False) measured
+    # no better on SmolLM2-135M, and cost bytes
+    int4_symmetric: bool = True
+    int4_mix: str = "edges+down"  # which projections keep 8 bits in an int4 graph (quantize.INT4_MIXES)
+    int4_embedding: str = "int8"  # the token embedding table of an int4 graph: int8 (per row) | fp32
 
     FORMAT: ClassVar[str] = "ONNX"
     LOWERCASE: ClassVar[tuple[str, ...]] = ("quant",)
@@ -65,10 +74,13 @@ class OnnxExportConfig(ExportConfig):
             problems.append(f"quantization block size must be one of {', '.join(map(str, BLOCK_SIZES))}, got {self.block_size!r}")
         problems += unknown_choice("ONNX exporter", self.exporter, EXPORTERS)
         problems += unknown_choice("int4 lm_head precision", self.int4_lm_head, INT4_LM_HEAD)
+        problems += unknown_choice("int4 mix", self.int4_mix, INT4_MIXES)
+        problems += unknown_choice("int4 embedding precision", self.int4_embedding, INT4_EMBEDDINGS)
         if not isinstance(self.int4_symmetric, bool):
             problems.append(f"int4_symmetric must be true or false, got {self.int4_symmetric!r}")
-        if self.quant != "int4" and (self.int4_lm_head, self.int4_symmetric) != ("int8", False):
-            problems.append(f"int4_lm_head and int4_symmetric apply to quant int4, not {self.quant!r}: leave them out")
+        int4 = {f: getattr(self, f) for f in INT4_OPTIONS}
+        if self.quant != "int4" and int4 != {f: getattr(OnnxExportConfig, f) for f in INT4_OPTIONS}:
+            problems.append(f"{', '.join(INT4_OPTIONS)} apply to quant int4, not {self.quant!r}: leave them out")
         return problems + super().check()
 
 
@@ -80,7 +92,9 @@ def export_onnx(
     quant: str | None = None,
     block_size: int = 32,
     int4_lm_head: str = "int8",
-    int4_symmetric: bool = False,
+    int4_symmetric: bool = True,
+    int4_mix: str = "edges+down",
+    int4_embedding: str = "int8",
     exporter: str = "dynamo",
     verify: bool = True,
     overwrite: bool = False,
@@ -98,8 +112,9 @@ def export_onnx(
     the torch model before the folder is renamed into place. Returns the export report, also
     written as ``export_report.json`` in the folder.
     """
-    cfg, out = preflight(out_dir, quant=quant, block_size=block_size, int4_lm_head=int4_lm_head,
-                         int4_symmetric=int4_symmetric, exporter=exporter, verify=verify, overwrite=overwrite)  # fmt: skip
+    cfg, out = preflight(out_dir, quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
+                         int4_mix=int4_mix, int4_embedding=int4_embedding, exporter=exporter, verify=verify,
+                         overwrite=overwrite)  # fmt: skip
     lm = prepare_model(model)
     threads = threads or os.cpu_count() or 1
     try:
@@ -109,12 +124,13 @@ def export_onnx(
 
 
 def preflight(
-    out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool = False,
-    exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
+    out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool = True,
+    int4_mix: str = "edges+down", int4_embedding: str = "int8", exporter: str = "dynamo", verify: bool = True,
+    overwrite: bool = False, option: str = "overwrite=True",
 ) -> tuple[OnnxExportConfig, Path]:
     """Every check that needs no model: the settings and the output folder. Returns (config, folder)."""
     cfg = OnnxExportConfig(quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
-                           exporter=exporter, verify=verify)  # fmt: skip
+                           int4_mix=int4_mix, int4_embedding=int4_embedding, exporter=exporter, verify=verify)  # fmt: skip
     out = check_out_dir(out_dir, overwrite=overwrite, option=option)
     try:
         import onnx  # noqa: F401
@@ -274,6 +290,13 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
     else:
         if passes.untie_transposed_initializers(graph):
             notes.append("the tied lm_head got its own weight matrix so that it is quantized too")
+        eight_bit: list[str] = []
+        if cfg.quant == "int4":
+            if cfg.int4_mix != "none":
+                weights = {n: p.detach().numpy() for n, p in lm.named_parameters() if p.ndim == 2}
+                eight_bit = quantize.eight_bit_nodes(quantize.matmul_owners(graph, weights), lm.config.num_hidden_layers, cfg.int4_mix)
+            if cfg.int4_embedding == "int8" and not quantize.embedding_int8(graph):
+                notes.append("no float embedding table found: the embedding is not quantized")
         fp32 = raw / "fp32.onnx"
         _save(graph, fp32, external)
         if cfg.quant == "int8":
@@ -282,7 +305,10 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             quantization = quantize.quantize_int8_dynamic(str(fp32), str(final), external_data=external)
         else:
             quantization = quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external,
-                                                  lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric)  # fmt: skip
+                                                  lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric,
+                                                  eight_bit=eight_bit)  # fmt: skip
+            quantization.update(mix=cfg.int4_mix, eight_bit_layers=math.ceil(lm.config.num_hidden_layers / 8),
+                                embedding=cfg.int4_embedding)  # fmt: skip
             notes.append(quantize.INT4_NOTE)
         qgraph = onnx.load(str(final), load_external_data=not external)
         quantization["matmuls"] = quantize.matmul_precisions(qgraph)

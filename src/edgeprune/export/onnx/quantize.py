@@ -20,7 +20,11 @@ stays float32: quantizing it saves file size but not per-token bandwidth (one ro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import math
+import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,8 +37,16 @@ ACCURACY_LEVEL = 4
 
 
 INT4_LM_HEAD = ("int8", "int4", "fp32")  # what the lm_head of an int4 export stores
+# which decoder projections of an int4 export stay at 8 bits: "edges" = every projection of the
+# first and last ceil(layers / 8) layers, "down" = every layer's down_proj (its input carries the
+# massive activations of small Llamas); "none" = all at 4 bits
+INT4_MIXES = ("edges+down", "edges", "down", "none")
+INT4_EMBEDDINGS = ("int8", "fp32")  # the token embedding table of an int4 export
 INT4_NOTE = (
-    "int4 trade-off: TODO"
+    "int4 trade-off: 4-bit blocks cost the most where errors compound or activations are large, so by default "
+    "the lm_head, every projection of the outer layers and every down_proj keep 8 bits (int4_lm_head, int4_mix) "
+    "and the embedding table is int8 per row (int4_embedding); all-4-bit is smaller but much less accurate on "
+    "small models: see bench/results/onnx_roundtrip.md for the perplexity and bytes of each setting"
 )
 
 
@@ -45,9 +57,10 @@ def quantize_int8(src: str, dst: str, *, block_size: int, external_data: bool) -
 
 
 def quantize_int4(src: str, dst: str, *, block_size: int, external_data: bool, lm_head: str = "int8",
-                  symmetric: bool = False) -> dict:  # fmt: skip
-    """4-bit blocks for the decoder's MatMuls; the lm_head at ``lm_head`` ("int8": a second, 8-bit
-    pass over it alone; "fp32": left float; "int4": like the rest). Returns the settings used."""
+                  symmetric: bool = True, eight_bit: Sequence[str] = ()) -> dict:  # fmt: skip
+    """4-bit blocks for the decoder's MatMuls except the nodes named in ``eight_bit`` (8-bit
+    blocks); the lm_head at ``lm_head`` ("int8": in the 8-bit pass; "fp32": left float; "int4":
+    like the rest). Returns the settings used."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -55,13 +68,79 @@ def quantize_int4(src: str, dst: str, *, block_size: int, external_data: bool, l
     with _quiet_quantizer():
         body = MatMulNBitsQuantizer(src, bits=4, block_size=block_size, is_symmetric=symmetric,
                                     accuracy_level=ACCURACY_LEVEL, op_types_to_quantize=("MatMul",),
-                                    nodes_to_exclude=[] if lm_head == "int4" else head)  # fmt: skip
+                                    nodes_to_exclude=list(eight_bit) + ([] if lm_head == "int4" else head))  # fmt: skip
         body.process()
-    # second pass: the only float MatMul with a constant B left is the lm_head (kept float for "fp32")
+    # second pass: the float MatMuls with a constant B left are the 8-bit ones (and a "fp32" lm_head)
     _nbits(body.model.model, dst, bits=8, block_size=block_size, symmetric=True, external_data=external_data,
            exclude=head if lm_head == "fp32" else ())  # fmt: skip
     return {"bits": 4, "block_size": block_size, "symmetric": symmetric, "lm_head": lm_head,
             "accuracy_level": ACCURACY_LEVEL, "method": "round to nearest (onnxruntime MatMulNBitsQuantizer)"}  # fmt: skip
+
+
+def eight_bit_nodes(owners: dict[str, str], n_layers: int, mix: str) -> list[str]:
+    """The MatMul nodes that ``mix`` (see INT4_MIXES) keeps at 8 bits; ``owners``: node -> torch parameter name."""
+    edge = math.ceil(n_layers / 8)
+    keep = []
+    for node, param in owners.items():
+        m = re.search(r"layers\.(\d+)\.", param)
+        if m is None:
+            continue
+        i = int(m.group(1))
+        if ("edges" in mix and (i < edge or i >= n_layers - edge)) or ("down" in mix and "down_proj" in param):
+            keep.append(node)
+    return sorted(keep)
+
+
+def matmul_owners(model, named_weights: dict[str, np.ndarray]) -> dict[str, str]:
+    """MatMul node name -> the name of the torch ``(out, in)`` weight whose transpose is its constant
+    B, matched by content (the exporters name initializers differently; the values are the same)."""
+    from onnx import numpy_helper
+
+    by_digest = {hashlib.sha1(np.ascontiguousarray(w.T).tobytes()).hexdigest(): n for n, w in named_weights.items()}
+    inits = {t.name: t for t in model.graph.initializer}
+    owners = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
+            digest = hashlib.sha1(np.ascontiguousarray(numpy_helper.to_array(inits[node.input[1]])).tobytes()).hexdigest()
+            if digest in by_digest:
+                owners[node.name] = by_digest[digest]
+    return owners
+
+
+def embedding_int8(model) -> bool:
+    """Store the token embedding table as int8 with one scale per row (symmetric): ``Gather(table)``
+    becomes ``Cast(Gather(table_int8)) * Gather(scales)`` — standard ops, one row read per token as
+    before, a quarter of the bytes. Returns whether a float embedding ``Gather`` was found."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeprune.export.onnx import names
+
+    inits = {t.name: t for t in model.graph.initializer}
+    gather = next((n for n in model.graph.node if n.op_type == "Gather" and names.INPUT_IDS in n.input
+                   and n.input[0] in inits), None)  # fmt: skip
+    if gather is None:
+        return False
+    table = numpy_helper.to_array(inits[gather.input[0]])
+    if table.ndim != 2 or table.dtype != np.float32:
+        return False
+    scale = np.abs(table).max(axis=1, keepdims=True) / 127.0  # (vocab, 1)
+    scale[scale == 0] = 1.0
+    q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+    base, out = gather.input[0], gather.output[0]
+    model.graph.initializer.remove(inits[base])
+    model.graph.initializer.extend([numpy_helper.from_array(q, base + "_int8"),
+                                    numpy_helper.from_array(scale.astype(np.float32), base + "_scale")])  # fmt: skip
+    at = list(model.graph.node).index(gather)
+    model.graph.node.remove(gather)
+    new = [
+        helper.make_node("Gather", [base + "_int8", gather.input[1]], [out + "_int8"], name="embed/gather_int8"),
+        helper.make_node("Cast", [out + "_int8"], [out + "_float"], name="embed/cast", to=TensorProto.FLOAT),
+        helper.make_node("Gather", [base + "_scale", gather.input[1]], [out + "_scale"], name="embed/gather_scale"),
+        helper.make_node("Mul", [out + "_float", out + "_scale"], [out], name="embed/dequantize"),
+    ]  # (batch, seq, hidden) * (batch, seq, 1)
+    for i, node in enumerate(new):
+        model.graph.node.insert(at + i, node)
+    return True
 
 
 def _nbits(model, dst: str, *, bits: int, block_size: int, symmetric: bool, external_data: bool, exclude=()) -> None:
@@ -91,13 +170,18 @@ def matmul_precisions(model) -> dict[str, int]:
 
 
 def weights_label(q: dict | None) -> str:
-    """A short name for what a quantized graph stores, e.g. ``int4 asym b32, lm_head int8``."""
+    """A short name for what a quantized graph stores, e.g. ``int4 sym b32, lm_head int8, 8-bit edges+down, embedding int8``."""
     if not q:
         return "fp32"
     if q.get("activations"):
         return f"int8 per channel, activations {q['activations']}"
     sym = "sym" if q["symmetric"] else "asym"
-    return f"int{q['bits']} {sym} b{q['block_size']}" + (f", lm_head {q['lm_head']}" if q["lm_head"] != f"int{q['bits']}" else "")
+    label = f"int{q['bits']} {sym} b{q['block_size']}" + (f", lm_head {q['lm_head']}" if q["lm_head"] != f"int{q['bits']}" else "")
+    if q.get("mix") not in (None, "none"):
+        label += f", 8-bit {q['mix']}"
+    if q.get("embedding") not in (None, "fp32"):
+        label += f", embedding {q['embedding']}"
+    return label
 
 
 def quantize_int8_dynamic(src: str, dst: str, *, external_data: bool) -> dict:

@@ -106,8 +106,9 @@ def export_onnx(
     ``position_ids`` and ``past_key_values.{i}.key/value`` per layer, outputs ``logits`` and
     ``present.{i}.key/value``; batch, sequence and past lengths are dynamic. ``quant``: None or
     "fp32"; "int8" (weight-only, MatMulNBits); "int8-dynamic" (int8 weights and activations,
-    MatMulInteger: standard ops, less accurate); "int4" (weight-only MatMulNBits, lm_head at 8
-    bits) — ``block_size`` weights per scale (see quantize.py). ``exporter``: "dynamo" (falls back to "torchscript" if it fails) or
+    MatMulInteger: standard ops, less accurate); "int4" (weight-only MatMulNBits; ``int4_lm_head``,
+    ``int4_mix``, ``int4_symmetric`` and ``int4_embedding`` set what keeps more bits, see
+    quantize.py) — ``block_size`` weights per scale. ``exporter``: "dynamo" (falls back to "torchscript" if it fails) or
     "torchscript". With ``verify`` the graph is run in onnxruntime (``threads`` threads) against
     the torch model before the folder is renamed into place. Returns the export report, also
     written as ``export_report.json`` in the folder.

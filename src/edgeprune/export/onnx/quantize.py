@@ -7,14 +7,23 @@
   quantized per tensor on the fly (``DynamicQuantizeLinear`` + ``MatMulInteger``): standard ONNX
   ops only, so other runtimes run it too, but one scale for a whole activation row is ruined by
   the massive activations of small Llamas (SmolLM2-135M: +80% perplexity; see the bench).
-- ``int4``: ``MatMulNBitsQuantizer(bits=4)`` — weight-only 4-bit blocks, symmetric, round to nearest;
-  the lm_head stays at 8 bits (as llama.cpp's Q4 mixes keep ``output.weight`` wider): it is the
-  most sensitive matrix (int4 there alone costs SmolLM2 +10% perplexity) for ~7% of the bytes.
+- ``int4``: ``MatMulNBitsQuantizer(bits=4)`` — weight-only 4-bit blocks, round to nearest, mixed
+  with 8 bits where 4 costs the most (as llama.cpp's Q4_K_M keeps ``output``, ``ffn_down`` and
+  the outer layers wider). On SmolLM2-135M an all-4-bit body (lm_head 8-bit) costs ~+20-25%
+  perplexity; the defaults bring it within a few percent for ~20% more bytes than all-4-bit:
+  ``int4_lm_head="int8"`` (the largest, most sensitive matrix; 4 bits there alone add ~+12%),
+  ``int4_mix="edges+down"`` (every projection of the first and last ceil(layers / 8) layers, and
+  every ``down_proj``, whose input carries the model's massive activations, at 8 bits),
+  ``int4_symmetric=True`` (the block's largest-magnitude weight maps to -8 exactly; zero points
+  measured no better here) and ``int4_embedding="int8"`` (the embedding table, a ``Gather``, as
+  int8 with a scale per row: -75% of its bytes, ~0.1% perplexity; without it the table, float32,
+  is half of an int4 file). The measured figures are in bench/results/onnx_roundtrip.md.
 
 Symmetric block quantization maps 0 to 0, so 2:4-sparse weights keep their pattern. K is padded
 up to the block size, so pruned widths need not divide it. Only MatMuls whose B is a constant
 initializer are quantized; attention's Q·K and P·V stay float. The token embedding (a ``Gather``)
-stays float32: quantizing it saves file size but not per-token bandwidth (one row is read).
+stays float32 in int8 graphs: quantizing it saves file size but not per-token bandwidth (one row
+is read); int4 graphs store it as int8 rows (see above) because there it is the largest part of the file.
 """
 
 from __future__ import annotations

@@ -163,6 +163,7 @@ def main(argv=None) -> int:
 
     import os
 
+    from edgeprune.benchutil import command_line
     from edgeprune.eval import HFTokenizer, OnnxBackend, TorchBackend
     from edgeprune.export.common import torch_threads
     from edgeprune.export.onnx import OnnxExportConfig, export_onnx
@@ -197,8 +198,8 @@ def main(argv=None) -> int:
     }  # fmt: skip
     kept = previous_rows(Path(args.out)) if args.merge else []
     if kept:
-        settings["merged"] = (f"rows this command does not rerun come from the previous run of {Path(args.out).name} "
-                              f"({read_json(Path(args.out)).get('command')}), with the same settings")  # fmt: skip
+        settings["merged"] = ("rows this command does not rerun are kept from earlier runs with the same settings; "
+                              "each row's 'command' says which run measured it")  # fmt: skip
     order = {m: i for i, m in enumerate(("dense", "pruned", *models))}
     quant_order = {q: i for i, q in enumerate(QUANTS)}
     res = Results("onnx_roundtrip", args.out, md_path=args.md, columns=COLUMNS, settings=settings, rows=kept,
@@ -242,6 +243,7 @@ def main(argv=None) -> int:
                     "export_s": export_s, "exporter": report.exporter, "verified": report.verified,
                     "verify_max_rel_diff": report.verify.max_rel_diff, "block_size": report.block_size,
                     "quantization": report.quantization, "genai_config": report.genai_config,
+                    "command": command_line(),
                 }  # fmt: skip
                 res.add(r, key=row_key)
                 print(f"{name} {spec}: {r['bytes'] / 1e6:.1f} MB, ppl {ort_ppl:.4f} (torch {torch_ppl:.4f}), max rel logit "
@@ -261,8 +263,10 @@ def row_key(r: dict) -> tuple:
 def previous_rows(path: Path) -> list[dict]:
     """The rows of an earlier run, with the fields this version adds filled in where they can be
     derived (rows from before int4 options existed were run with the defaults of their time)."""
-    rows = read_json(path).get("rows", [])
+    doc = read_json(path)
+    rows = doc.get("rows", [])
     for r in rows:
+        r.setdefault("command", doc.get("command"))
         r.setdefault("options", {})
         r.setdefault("default", not r["options"])
         r.setdefault("decode_vs_torch", r["decode_tps"] / r["torch_decode_tps"])

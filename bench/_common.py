@@ -45,13 +45,17 @@ def document(bench: str, rows: list[dict], **extra) -> dict:
     return {**header(bench), **extra, "rows": rows}
 
 
-def markdown(doc: dict, columns: Sequence[str], *, title: str | None = None, notes: Iterable[str] = ()) -> str:
-    """The markdown beside a bench JSON: title, machine and command, the table, then ``notes`` lines."""
+def markdown(doc: dict, columns: Sequence[str], *, title: str | None = None, notes: Iterable[str] = (),
+             preface: Iterable[str] = ()) -> str:  # fmt: skip
+    """The markdown beside a bench JSON: title, machine and command, ``preface`` lines (e.g. the
+    settings as ``- key: value``), the table, then ``notes`` lines."""
     from edgeprune.benchutil import markdown_table
 
     m = doc.get("machine", {})
+    pre = "".join(f"{line}\n" for line in preface)
     text = (f"{title or '# ' + doc['bench']}\n\n{m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-            f"{m.get('memory_gb', '?')} GB; `{doc['command']}`\n\n{markdown_table(doc['rows'], columns)}\n")  # fmt: skip
+            f"{m.get('memory_gb', '?')} GB; `{doc['command']}`\n\n{pre + chr(10) if pre else ''}"
+            f"{markdown_table(doc['rows'], columns)}\n")  # fmt: skip
     notes = list(notes)
     return text + ("\n" + "\n".join(notes) + "\n" if notes else "")
 

@@ -582,7 +582,8 @@ def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=N
                 report.steps += fit["steps"]
                 report.trainable_params += n_params
                 report.per_submodel.append({"name": sub.name, "rel_mse_before": rel0, "rel_mse_after": rel1,
-                                            "trainable": n_params, "wall_s": time.perf_counter() - t0, **fit})  # fmt: skip
+                                            "trainable": n_params, "wall_s": time.perf_counter() - t0,
+                                            "rss_mb": rss_mb(), **fit})  # fmt: skip
             report.submodels = len(subs)
         rows = report.per_submodel
         report.rel_mse_before = sum(r["rel_mse_before"] for r in rows) / max(len(rows), 1)

@@ -153,7 +153,7 @@ def test_onednn_linears_compute_the_same_and_restore_the_model(model, tok):
         pytest.skip("oneDNN is not available in this torch build")
     backend = TorchBackend(model, tok)
     before = backend.token_logprobs(SEQS)
-    with backend.session() as n_packed:
+    with backend.eval_session() as n_packed:
         assert n_packed == sum(1 for m in model.modules() if type(m) is nn.Linear)
         inside = backend.token_logprobs(SEQS)
         inside_branches = backend.branch_logprobs(GROUPS)
@@ -163,3 +163,17 @@ def test_onednn_linears_compute_the_same_and_restore_the_model(model, tok):
     assert not any("forward" in vars(m) for m in model.modules())  # every Linear is itself again
     with onednn_linears(model, enabled=False) as n_packed:
         assert n_packed == 0
+
+
+def test_perplexity_runs_on_the_onnx_backend_like_on_torch(tok, tmp_path):
+    # the ORT backend's ``session`` attribute is its InferenceSession: the evaluation loop must not
+    # mistake it for a per-evaluation context (a build's evaluate-after-ONNX-export step did)
+    from edgeprune.eval.perplexity import PerplexityConfig, evaluate_perplexity
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 12)
+    model = tiny_per_layer()
+    cfg = PerplexityConfig(data=str(corpus), seq_len=64)
+    onnx = evaluate_perplexity(OnnxBackend(FakeOrtSession(model), tok, max_length=256), cfg, progress=False)
+    ref = evaluate_perplexity(TorchBackend(model, tok), cfg, progress=False)
+    assert onnx.windows == ref.windows > 1 and onnx.ppl == pytest.approx(ref.ppl, rel=1e-4)

@@ -215,7 +215,7 @@ class _PrefixCacheBackend:
             out[g].append(np.concatenate([head, rest.get(r, np.zeros(0))]))
         return out
 
-    def session(self):
+    def eval_session(self):
         """A context held around a whole evaluation (setup worth doing once, undone after)."""
         return contextlib.nullcontext()
 
@@ -244,7 +244,7 @@ class TorchBackend(_PrefixCacheBackend):
         self.threads = torch.get_num_threads()
         self.onednn = onednn and _onednn.available()
 
-    def session(self):
+    def eval_session(self):
         """float32 Linears through oneDNN with pre-packed weights for the evaluation (see onednn.py)."""
         from edgeprune.eval.onednn import onednn_linears
 
@@ -488,7 +488,7 @@ class LlamaCppBackend:
             out.append(res)
         return out
 
-    def session(self):
+    def eval_session(self):
         return contextlib.nullcontext()
 
     def describe(self) -> dict:

@@ -124,7 +124,8 @@ def evaluate_perplexity(backend, config: PerplexityConfig, *, progress: bool = T
 
 def backend_session(backend):
     """The backend's per-evaluation context (e.g. packed weights), or nothing for simple backends."""
-    session = getattr(backend, "session", None)
+    # not named ``session``: the onnxruntime backend's ``session`` is its InferenceSession
+    session = getattr(backend, "eval_session", None)
     return session() if session is not None else contextlib.nullcontext()
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -173,9 +174,18 @@ def time_all(args) -> int:
     work = Path(args.workdir)
     manifest = json.loads((work / "manifest.json").read_text())
     arts = [a for a in manifest["artifacts"] if not args.only or a["model"] in args.only.split(",")]
+    # the most telling rows first, so that a run cut short still holds them: GGUF dense and pruned,
+    # ONNX dense and pruned, then the 2:4 rows (stored dense)
+    arts.sort(key=lambda a: (a["model"] == "2:4", a["runtime"] != "llama.cpp", a["model"] != "dense"))
     t_start = time.perf_counter()
     # Measured on the quiet machine this stage runs on (the cache may hold a figure from a busy one).
     host = host_mod.measure_host(refresh=True)
+    slot = os.environ.get("OMP_NUM_THREADS")  # /work/cpu-slot sets 2 for the exclusive slot, 1 for one core
+    timing = {"timed_command": command_line(), "host": host, "prompt_tokens": args.prompt_tokens,
+              "cpu_slot": "exclusive use of both cores (/work/cpu-slot -2)" if slot == "2" else
+                          "one core of two (/work/cpu-slot); the other core ran other agents' jobs",
+              "gen_tokens": args.gen_tokens, "reps": args.reps, "threads": args.threads}  # fmt: skip
+    partial = Path(args.out).with_suffix(".partial.json")
     rows = []
     for art in arts:
         res = profile(art["path"], runtime=art["runtime"], prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
@@ -191,21 +201,26 @@ def time_all(args) -> int:
         r = rows[-1]
         print(f"{art['model']:>6} {art['runtime']:<11} {art['quant']:<5} {r['bytes'] / 1e6:7.1f} MB  pp {r['prefill_tps']:7.1f}  "
               f"tg {r['decode_tps']:6.1f} t/s  rss {r['peak_rss_mb']:.0f} MiB", flush=True)  # fmt: skip
-    timing = {"timed_seconds": time.perf_counter() - t_start, "timed_command": command_line(), "host": host,
-              "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens, "reps": args.reps, "threads": args.threads}  # fmt: skip
-    return derive(rows, timing, manifest, Path(args.out))
+        # the raw measurements so far, should the run be cut short (`report --partial` derives from them)
+        partial.write_text(json.dumps({"settings": {"timing": dict(timing, timed_seconds=time.perf_counter() - t_start)},
+                                       "rows": rows, "complete": False}, indent=2) + "\n")  # fmt: skip
+    timing["timed_seconds"] = time.perf_counter() - t_start
+    code = derive(rows, timing, manifest, Path(args.out))
+    partial.unlink(missing_ok=True)
+    return code
 
 
 def report(args) -> int:
     """Re-derive predictions, calibration and figures from the measured rows already in --out
     (no timing: e.g. after a change to the cost model)."""
-    doc = json.loads(Path(args.out).read_text())
+    src = Path(args.out).with_suffix(".partial.json") if args.partial else Path(args.out)
+    doc = json.loads(src.read_text())
     manifest = json.loads((Path(args.workdir) / "manifest.json").read_text())
     rows = [{k: r[k] for k in MEASURED if k in r} for r in doc["rows"]]
-    return derive(rows, doc["settings"]["timing"], manifest, Path(args.out))
+    return derive(rows, doc["settings"]["timing"], manifest, Path(args.out), complete=not args.partial)
 
 
-def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
+def derive(rows: list[dict], timing: dict, manifest: dict, out: Path, *, complete: bool = True) -> int:
     """Cost-model predictions before / after calibration, roofline fractions, figures; write the results."""
     from edgeprune.benchutil import bench_document, write_bench
     from edgeprune.describe import describe
@@ -262,14 +277,15 @@ def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
         r["predicted_prefill_tps"] = pred.prefill_tps
         r["prefill_measured_vs_predicted"] = r["prefill_tps"] / pred.prefill_tps
         r["calibration_fit"] = "in-sample" if r["model"] == "dense" else "held-out"
-        alt_tps = hp.bandwidth_gbs * 1e9 * bytes_only[(r["runtime"], r["quant"])] / r["decode_bytes_per_token"]
-        r["measured_vs_predicted_bytes_only"] = r["decode_tps"] / alt_tps  # no fixed part: decode ~ 1 / bytes
+        if (r["runtime"], r["quant"]) in bytes_only:
+            alt_tps = hp.bandwidth_gbs * 1e9 * bytes_only[(r["runtime"], r["quant"])] / r["decode_bytes_per_token"]
+            r["measured_vs_predicted_bytes_only"] = r["decode_tps"] / alt_tps  # no fixed part: decode ~ 1 / bytes
 
     figures = figures_of(rows)
     settings = {
         "method": f"edgeprune.runtime.profile: pp{pp} / tg{tg}, {timing['reps']} repetitions each in a fresh process, "
                   "warm-up excluded, median (min/max in the JSON); random prompt token ids like llama-bench",
-        "timed_under": "/work/cpu-slot -2 (exclusive use of both cores)", "timing": timing,
+        "timed_under": timing.get("cpu_slot"), "timing": timing,
         "kv_cache": "llama.cpp: f16; onnxruntime: fp32",
         "bytes": "bytes = file size; weight_bytes_per_token = file size less lookup-only embedding tables (ONNX keeps the "
                  "fp32 input embedding for Gather apart from the quantized LM head)",
@@ -282,14 +298,16 @@ def derive(rows: list[dict], timing: dict, manifest: dict, out: Path) -> int:
         "models": {k: v for k, v in manifest.items() if k != "artifacts"},
         "note_2_4": "GGUF and ONNX store the 2:4 model dense (no 2:4 type; no 2:4 kernels on CPUs): same bytes, no speed-up",
     }  # fmt: skip
-    doc = bench_document("runtime", rows, settings=settings, figures=figures, complete=True)
+    doc = bench_document("runtime", rows, settings=settings, figures=figures, complete=complete)
     text = write_bench(doc, out, out.with_suffix(".md"), COLUMNS,
                        title="# runtime: SmolLM2-135M dense / pruned / 2:4 on this host, llama.cpp and onnxruntime")  # fmt: skip
     notes = [f"pp{pp} / tg{tg}, {timing['reps']} fresh-process repetitions per row (median), {timing['threads']} threads, "
-             f"timed under exclusive use of both cores ({timing['timed_seconds']:.0f} s); host copy bandwidth "
+             f"timed with {timing.get('cpu_slot')} ({timing['timed_seconds']:.0f} s); host copy bandwidth "
              f"{timing['host']['bandwidth_gbs']} GB/s. The 2:4 model is stored dense in GGUF and ONNX (no 2:4 type, "
              "no 2:4 CPU kernels): same bytes, no speed-up. Predictions: default efficiency, then calibrated on the "
              "dense rows (pruned and 2:4 rows held out)."]  # fmt: skip
+    if not complete:
+        notes.append(f"PARTIAL: the timed run was cut short; {len(rows)} rows measured (see settings.timing).")
     with out.with_suffix(".md").open("a") as fh:
         fh.write("\n" + "\n".join(notes) + "\n\n" + "\n".join(f"- {ln}" for ln in figures["lines"]) + "\n")
     plot(rows, out.with_suffix(".png"))
@@ -323,6 +341,8 @@ def figures_of(rows: list[dict]) -> dict:
                        ("after calibration", "measured_vs_predicted")):  # fmt: skip
         ratios = [r[key] for r in rows]
         held = [r[key] for r in rows if r["model"] != "dense"] if key == "measured_vs_predicted" else ratios
+        if not held:
+            continue
         worst = max(held, key=lambda x: abs(x - 1))
         check(f"cost-model decode within +-25% on host, {stage}" + (", held-out rows" if key == "measured_vs_predicted" else ""),
               all(0.75 <= x <= 1.25 for x in held),
@@ -407,6 +427,7 @@ def main(argv=None) -> int:
     t.add_argument("--out", default=str(HERE / "results" / "runtime.json"))
     r = sub.add_parser("report", help="re-derive predictions and figures from the measured rows in --out (no timing)")
     r.add_argument("--out", default=str(HERE / "results" / "runtime.json"))
+    r.add_argument("--partial", action="store_true", help="derive from the rows of a run cut short (OUT.partial.json)")
     for sp in (b, t, r):
         sp.add_argument("--workdir", default="/tmp/edgeprune-runtime")
     args = p.parse_args(argv)

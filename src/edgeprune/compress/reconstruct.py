@@ -23,7 +23,8 @@ with AdamW and a linear warmup/decay schedule; propagate. What feeds a submodel 
   stream) as targets: later submodels also correct the drift of earlier ones.
 
 Masks stay fixed: gradients of pruned weights are zeroed and the mask re-applied after every
-optimizer step, so a pruned weight stays exactly 0; structured pruning removed channels outright
+optimizer step, so a pruned weight stays exactly 0 (the mask is ``weight != 0``, so the rare
+weight that is exactly 0 in the checkpoint itself stays 0 too); structured pruning removed channels outright
 (the pruned model's shapes are smaller) and they stay removed. Dense and pruned submodels may
 differ in width inside; they meet at the block boundaries (hidden states of the same size).
 

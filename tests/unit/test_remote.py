@@ -254,3 +254,33 @@ def test_llama_bench_over_adb_needs_no_python(fake_adb, fake_llama_bench, tiny_g
     bench = next(c for c in calls if c[2] == "shell" and " -o json" in c[3])
     assert "-m /data/local/tmp/edgeprune/tiny.gguf -p 512 -n 128 -r 2" in bench[3] and "-o json" in bench[3]
     assert not any("runner.py" in " ".join(c) for c in calls)  # no Python runner on this path
+
+
+@pytest.fixture
+def tiny_onnx(tmp_path):
+    from edgeprune.export.onnx import export_onnx
+    from tests.tiny import tiny_per_layer
+
+    export_onnx(tiny_per_layer(), tmp_path / "onnx", exporter="torchscript", verify=False)  # layer 1 has no attention
+    return tmp_path / "onnx"
+
+
+def test_runner_runs_onnx_on_plain_onnxruntime(tiny_onnx, capsys):
+    from edgeprune.runtime import runner
+
+    assert runner.main(["once", "--runtime", "onnxruntime", "--artifact", str(tiny_onnx), "--prompt-tokens", "8",
+                        "--gen-tokens", "3", "--threads", "1"]) == 0  # fmt: skip
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run["prefill_s"] > 0 and run["decode_s"] > 0 and run["peak_rss_mb"] > 5
+
+
+def test_profile_onnx_folder_over_adb(fake_adb, tiny_onnx, tmp_path, capsys):
+    rc = main(["profile", str(tiny_onnx), "--reps", "1", "--prompt-tokens", "8", "--gen-tokens", "2", "--threads", "1",
+               "--remote", "adb://emulator-5554", "--remote-python", sys.executable])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "on onnxruntime (adb://emulator-5554" in out
+    pushed = [Path(c[3]).name for c in fake_adb["calls"]() if c[2] == "push"]
+    assert pushed == ["runner.py", "model.onnx"]  # the graph (its external data too, when it has some)
+    (tiny_onnx / "model.onnx.data").write_bytes(b"x")
+    assert [p.name for p in remote.artifact_files(tiny_onnx / "model.onnx")] == ["model.onnx", "model.onnx.data"]

@@ -225,6 +225,14 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def artifact_files(local: Path) -> list[Path]:
+    """What to copy: a GGUF file or a folder as is; an ONNX graph with its external-data files
+    (``model.onnx.data``, ``model.onnx_data``), which must sit beside it."""
+    if local.is_file() and local.suffix == ".onnx":
+        return [local] + sorted(p for p in local.parent.iterdir() if p.name.startswith(local.name) and p != local)
+    return [local]
+
+
 def probe_board(tr: Transport, python: str, runtime: str, remote_dir: str) -> dict:
     """Make the work directory, copy the runner, ask it what the board has; check the runtime."""
     q = shlex.quote
@@ -282,7 +290,8 @@ def remote_profile(
     info = probe_board(tr, options.python, runtime, remote_dir)
     try:
         # copying: a minute plus 1 s per 2 MB (a slow Wi-Fi board); the run: per repetition
-        tr.push(local, remote_dir, timeout=60 + _size(local) / 2e6)
+        for path in artifact_files(local):
+            tr.push(path, remote_dir, timeout=60 + _size(path) / 2e6)
         remote_artifact = f"{remote_dir}/{local.name}"
         threads = threads or info["machine"].get("cores") or 1
         q = shlex.quote

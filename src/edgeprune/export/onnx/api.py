@@ -13,6 +13,7 @@ The folder holds ``model.onnx`` (plus ``model.onnx.data`` above protobuf's 2 GB 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -273,6 +274,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
     raw.mkdir()
     t0 = time.perf_counter()
     used, fallback = _run_exporter(lm, raw / names.MODEL_FILE, cfg.exporter)
+    gc.collect()  # the exported program's copies of the weights: free them before the graph is loaded
     timings["export_s"] = time.perf_counter() - t0
     if fallback:
         notes.append(f"the dynamo exporter failed ({fallback}); the TorchScript exporter wrote this graph")
@@ -299,7 +301,11 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             if cfg.int4_embedding == "int8" and not quantize.embedding_int8(graph):
                 notes.append("no float embedding table found: the embedding is not quantized")
         fp32 = raw / "fp32.onnx"
-        _save(graph, fp32, external)
+        # external data for this scratch copy even below 2 GB: serializing the weights inline would
+        # hold a second full copy of them in memory (the quantizers read external data alike)
+        _save(graph, fp32, True)
+        del graph  # the float graph (a full copy of the weights) is on disk now; keep peak memory low
+        gc.collect()
         if cfg.quant == "int8":
             quantization = quantize.quantize_int8(str(fp32), str(final), block_size=cfg.block_size, external_data=external)
         elif cfg.quant == "int8-dynamic":

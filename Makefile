@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# System packages beyond the venv (openssh-server for the remote-profiling test): apt-get if root/sudo.
+# System packages the tests need beyond the venv (openssh-server for the remote-profiling test):
+# apt-get if root/sudo. Only `make test` needs them; `make run` does not.
 system-deps:
 	sh scripts/system-deps.sh
 
-install: $(STAMP) system-deps
+install: $(STAMP)
 
 # The main job: build the embedded default model for this machine (--resume: a second run reuses
 # finished stages), then show what was built.
@@ -28,7 +29,7 @@ run: install
 	$(BIN)/edgeprune build --target host --out dist/host --resume
 	cat dist/host/report.md
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest
 
 test-unit: install

@@ -17,8 +17,11 @@ the calibration text is cached), ``peak_rss_mb`` (the row's process; evaluation 
 ``recon_peak_rss_mb`` / ``working_mb`` (at the end of reconstruction; peak minus the RSS when it
 started, with both models loaded), ``fp32_model_mb`` (one model's float32 parameters).
 
-Calibration is data-free: text the dense model sampled itself (seeded, cached under the edgeprune
-cache: 4 x 32 windows of 256 tokens), never WikiText-2. Every job runs in its own process with
+Calibration is data-free by default: text the dense model sampled itself (seeded, cached under the
+edgeprune cache: 4 x 32 windows of 256 tokens); ``--calib-source wikitext2-valid --tag wt2valid``
+calibrates on the WikiText-2 *validation* text instead (a different text than the test windows;
+rows tagged ``[wt2valid]``). ``--lr-probe 1e-4,1e-3`` fits the first blocks at each LR and writes
+``reconstruct_lr_probe.json`` (how the default LR was chosen). Every job runs in its own process with
 ``--threads`` torch threads; rows merge into ``bench/results/reconstruct.json`` (rows already there
 are skipped unless ``--fresh``) with ``reconstruct.md`` beside it.
 """

@@ -142,6 +142,9 @@ def _describe_onnx(path: Path) -> dict:
     for key in ("heads", "kv_heads", "intermediate"):
         if f"edgeprune.{key}" in meta:
             info[key] = [int(x) for x in meta[f"edgeprune.{key}"].split(",")]
+    for key in ("head_dim", "hidden_size", "vocab_size"):  # what the cost model needs besides widths
+        if f"edgeprune.{key}" in meta:
+            info[key] = int(meta[f"edgeprune.{key}"])
     return info
 
 

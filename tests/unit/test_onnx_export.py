@@ -104,6 +104,11 @@ def test_inspect_reads_the_export(per_layer_export):
     info = describe(out)
     assert info["kind"] == "onnx" and info["layers"] == 4
     assert info["kv_heads"] == [2, 0, 1, 2] and info["intermediate"] == [128, 64, 0, 96]
+    assert (info["head_dim"], info["hidden_size"], info["vocab_size"]) == (16, 64, 260)
+    from edgeprune.devices.cost import artifact_cost  # a build's profile step prices ONNX exports too
+
+    cost = artifact_cost(info)
+    assert cost.n_layers == 4 and cost.kv_bytes_per_position == sum(2 * k * 16 * 2 for k in (2, 0, 1, 2))
 
 
 @pytest.mark.parametrize("which", ["per_layer_export", "llama_export"])

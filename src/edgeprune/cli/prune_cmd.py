@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--calib", default="self", help="calibration text: self (model-generated), shakespeare, "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
     p.add_argument("--calib-pool", type=int, default=64, help="calibration windows in the pool (default 64)")
-    p.add_argument("--calib-windows", type=int, default=None, help="windows drawn per mini-step (default 16)")
+    p.add_argument("--calib-windows", type=int, default=None, help="windows drawn per mini-step (default 32)")
     p.add_argument("--seq-len", type=int, default=128, help="calibration/training window length in tokens (default 128)")
     p.add_argument("--train-tokens", type=int, default=None, help="recovery training budget in tokens (default: no training)")
     p.add_argument("--train-data", default=None, help="training text (same choices as --calib; default: the --calib source)")

@@ -15,11 +15,14 @@ def write_report(ctx, header: dict) -> dict:
     last_per_format = {a["format"]: a for a in ctx.artifacts}  # the last export of each format ships
     for art in last_per_format.values():
         src = Path(art["path"])
+        if art["format"] == "onnx" and src.is_file():
+            src = src.parent  # an ONNX export is its folder: graph, external data, tokenizer, genai_config
         dst = out / src.name
         if src.is_dir():
-            if dst.exists():
-                shutil.rmtree(dst)
-            shutil.copytree(src, dst)
+            from edgeprune.models.cache import atomic_dir
+
+            with atomic_dir(dst) as tmp_dir:  # a killed copy never leaves a half folder under the final name
+                shutil.copytree(src, tmp_dir, dirs_exist_ok=True)
         else:
             with atomic_file(dst, overwrite=True) as tmp:
                 shutil.copyfile(src, tmp)
@@ -33,6 +36,7 @@ def write_report(ctx, header: dict) -> dict:
         "recipe": header["recipe"],
         "plan": header["plan"],
         "stages": [{"stage": s["stage"], "step": s["step"], "wall_s": s["wall_s"], "config": s["config"],
+                    "memory": s.get("memory", {}),
                     "figures": {k: v for k, v in s["figures"].items() if k not in ("predicted", "summary")}}
                    for s in ctx.stages],  # fmt: skip
         "artifacts": finals,
@@ -52,13 +56,14 @@ def format_markdown(r: dict) -> str:
     for key in ("format", "runtime", "quant", "width_align", "sparse_24", "memory_budget_bytes"):
         c = r["plan"][key]
         lines.append(f"- **{key}**: {c['value']} — {c['why']}")
-    lines += ["", "## Stages", "", "| stage | what | params | bytes | ppl | acc_avg | wall s |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "## Stages", "", "| stage | what | params | bytes | ppl | acc_avg | wall s | peak RSS MiB |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for s in r["stages"]:
         f = s["figures"]
         what = f.get("what") or (f"{f.get('format')} {f.get('quant')}" if s["step"] == "export" else s["step"])
         ppl = f"{f['ppl']:.3f}" if "ppl" in f else ""
         acc = f"{f['acc_avg']:.3f}" if "acc_avg" in f else ""
-        lines.append(f"| {s['stage']} | {what} | {f.get('params', '')} | {f.get('bytes', '')} | {ppl} | {acc} | {s['wall_s']:.1f} |")
+        lines.append(f"| {s['stage']} | {what} | {f.get('params', '')} | {f.get('bytes', '')} | {ppl} | {acc} | {s['wall_s']:.1f} | {s.get('memory', {}).get('peak_rss_mb', '')} |")
     if r.get("measured_all"):
         where = r["measured_all"][-1].get("where") or "host"
         lines += ["", f"## Measured on {'the host' if where == 'host' else where}", "", "| artifact | runtime | bytes | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB | predicted decode on target |",

@@ -214,16 +214,39 @@ def build(
             figures, outputs = run_stage(ctx, cfg, tmp)
             manifest = {
                 "stage": name, "step": cfg.STEP, "config": cfg.to_dict(), "inputs_hash": inputs,
-                "wall_s": round(time.perf_counter() - t0, 2), "figures": figures,
+                "wall_s": round(time.perf_counter() - t0, 2), "figures": figures, "memory": process_memory(),
                 "outputs": {k: {"path": v, "sha256": sha256_file(tmp / v) if (tmp / v).is_file() else None}
                             for k, v in outputs.items()},
             }  # fmt: skip
             write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         _apply_outputs(ctx, stage_dir, manifest)
         ctx.stages.append(manifest)
+        release_memory()
         log(f"[{name}] finished in {manifest['wall_s']:.1f}s: {_short(figures)}")
         prev = inputs
     return write_report(ctx, header)
+
+
+def process_memory() -> dict:
+    """This process's resident memory now and its peak so far, in MiB (Linux; empty elsewhere)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return {"rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) // 1024}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def release_memory() -> None:
+    """Give memory freed by a finished stage back to the OS (glibc keeps freed arenas otherwise),
+    so the next stage's peak does not stack on the last one's leftovers."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _apply_outputs(ctx: BuildContext, stage_dir: Path, manifest: dict) -> None:

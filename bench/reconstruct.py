@@ -253,8 +253,6 @@ def merge_row(path: Path, row: dict, args) -> dict:
 
 def lr_probe(args) -> int:
     """Per-block relative error after fitting the first blocks at each LR, on 2 x 32 x 256 calibration tokens."""
-    import torch
-
     from edgeprune.benchutil import bench_document, write_json_atomic
     from edgeprune.compress.reconstruct import Reconstruct, reconstruct
     from edgeprune.compress.threads import torch_threads

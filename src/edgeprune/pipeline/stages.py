@@ -27,11 +27,11 @@ def _evaluate(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     if ctx.artifacts:
         art = ctx.artifacts[-1]
         subject = {"what": f"{art['format']} {art['quant']}", "bytes": art["bytes"], "path": art["path"]}
-        ev = Evaluator(art["path"], tokenizer=loaded.tokenizer)  # llama.cpp or onnxruntime backend
+        ev = Evaluator(art["path"], tokenizer=loaded.tokenizer, batch_tokens=cfg.batch_tokens)  # llama.cpp or onnxruntime
     else:
         params = _param_count(loaded.model)
         subject = {"what": "torch fp32", "bytes": params * 4, "params": params}
-        ev = Evaluator(loaded.model, tokenizer=loaded.tokenizer)
+        ev = Evaluator(loaded.model, tokenizer=loaded.tokenizer, batch_tokens=cfg.batch_tokens)
     figures = dict(subject)
     try:
         if cfg.ppl:

@@ -43,11 +43,16 @@ class Evaluate(StepConfig):
     limit_tokens: int | None = 16384  # a fixed prefix (16 windows of 1024) of the test set keeps builds short; None = all
     tasks: tuple[str, ...] = ()
     limit: int | None = 200  # examples per zero-shot task
+    # tokens per forward pass: one 1024-token window keeps the logits of a 49k-vocabulary model at
+    # 200 MB (four windows at once pushed a build's peak RSS past 4 GB in onnxruntime)
+    batch_tokens: int = 1024
 
     def check(self) -> list[str]:
         problems = []
         if self.seq_len < 16:
             problems.append(f"evaluate seq_len must be >= 16, got {self.seq_len}")
+        if self.batch_tokens < self.seq_len:
+            problems.append(f"evaluate batch_tokens ({self.batch_tokens}) must hold one window ({self.seq_len})")
         if self.limit_tokens is not None and self.limit_tokens < self.seq_len:
             problems.append(f"evaluate limit_tokens ({self.limit_tokens}) is shorter than one window ({self.seq_len})")
         return problems

@@ -43,7 +43,8 @@ def parse_quant(spec: str) -> tuple[str, dict]:
     kwargs = {}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        kwargs[f"{quant}_{key}" if not key.startswith(quant) else key] = {"true": True, "false": False}.get(value.lower(), value)
+        value = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+        kwargs[f"{quant}_{key}" if not key.startswith(quant) else key] = value
     return quant, kwargs
 
 

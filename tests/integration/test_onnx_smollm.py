@@ -70,3 +70,26 @@ def test_greedy_generation_equals_torch(exported):
                              eos_token_id=None, pad_token_id=tok.eos_token_id)[0, ids.shape[1]:]  # fmt: skip
     result = generate(OrtDecoder(out, threads=1), ids.numpy(), max_new_tokens=16)
     assert result.tokens[0].tolist() == ref.tolist()
+
+
+def _nll(logits: np.ndarray, ids: np.ndarray) -> float:
+    """Mean -log p(ids[i+1] | ids[:i+1]) from (seq, vocab) logits."""
+    lg = logits[:-1].astype(np.float64)
+    lg -= lg.max(-1, keepdims=True)
+    logp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+    return float(-logp[np.arange(len(ids) - 1), ids[1:]].mean())
+
+
+def test_int4_default_mix_stays_close_to_torch(exported, tmp_path):
+    model, tok, _, _ = exported
+    report = export_onnx(model, tmp_path / "int4", quant="int4", exporter="torchscript", threads=1)
+    # 30 layers: the outer 4 on each side (ceil(30 / 8)) and the 22 middle down_proj at 8 bits, lm_head 8 bits
+    assert report.quantization["matmuls"] == {"int4": 22 * 6, "int8": 8 * 7 + 22 + 1, "fp32": 0}
+    assert report.quantization["embedding"] == "int8"
+    ids = tok(TEXT, return_tensors="np", add_special_tokens=False)["input_ids"]  # (1, seq)
+    seq = ids.shape[1]
+    logits, _ = OrtDecoder(tmp_path / "int4", threads=1).forward(ids, np.ones((1, seq), np.int64), np.arange(seq)[None])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids)).logits[0].numpy()
+    assert _nll(logits[0], ids[0]) <= 1.10 * _nll(ref, ids[0])
+    assert (logits[0].argmax(-1) == ref.argmax(-1)).mean() >= 0.75

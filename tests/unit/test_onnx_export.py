@@ -220,6 +220,13 @@ def test_int4_mix_keeps_outer_layers_and_down_proj_at_8_bits(mix, int4, int8, tm
     assert report.quantization["eight_bit_layers"] == 2 and report.verify.passed
 
 
+def test_int4_edge_layers_overrides_the_default_depth(tmp_path):
+    report = export_onnx(tiny_llama(num_hidden_layers=10), tmp_path / "q", quant="int4", int4_mix="edges",
+                         int4_edge_layers=1, exporter="torchscript", threads=1)  # fmt: skip
+    assert report.quantization["matmuls"] == {"int4": 8 * 7, "int8": 2 * 7 + 1, "fp32": 0}
+    assert report.quantization["eight_bit_layers"] == 1
+
+
 def test_embedding_int8_is_exact_to_a_row_scale(tmp_path):
     from onnx import numpy_helper
 

@@ -38,7 +38,7 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits: a power of two >= 16
 INT4_LM_HEAD = ("int8", "int4", "fp32")
 INT4_MIXES = ("edges+down", "edges", "down", "none")
 INT4_EMBEDDINGS = ("int8", "fp32")
-INT4_OPTIONS = ("int4_lm_head", "int4_symmetric", "int4_mix", "int4_embedding")
+INT4_OPTIONS = ("int4_lm_head", "int4_symmetric", "int4_mix", "int4_embedding", "int4_edge_layers")
 OPSET = 18
 # Protobuf cannot serialise a message over 2 GiB; stay clear of it (the graph itself adds bytes).
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -60,6 +60,7 @@ class OnnxExportConfig(ExportConfig):
     int4_symmetric: bool = True
     int4_mix: str = "edges+down"  # which projections keep 8 bits in an int4 graph (quantize.INT4_MIXES)
     int4_embedding: str = "int8"  # the token embedding table of an int4 graph: int8 (per row) | fp32
+    int4_edge_layers: int | None = None  # "edges" of int4_mix: this many layers on each side (None: ceil(layers / 8))
 
     FORMAT: ClassVar[str] = "ONNX"
     LOWERCASE: ClassVar[tuple[str, ...]] = ("quant",)
@@ -77,6 +78,8 @@ class OnnxExportConfig(ExportConfig):
         problems += unknown_choice("int4 lm_head precision", self.int4_lm_head, INT4_LM_HEAD)
         problems += unknown_choice("int4 mix", self.int4_mix, INT4_MIXES)
         problems += unknown_choice("int4 embedding precision", self.int4_embedding, INT4_EMBEDDINGS)
+        if self.int4_edge_layers is not None and (isinstance(self.int4_edge_layers, bool) or not isinstance(self.int4_edge_layers, int) or self.int4_edge_layers < 0):
+            problems.append(f"int4_edge_layers must be a whole number >= 0 or None, got {self.int4_edge_layers!r}")
         if not isinstance(self.int4_symmetric, bool):
             problems.append(f"int4_symmetric must be true or false, got {self.int4_symmetric!r}")
         int4 = {f: getattr(self, f) for f in INT4_OPTIONS}
@@ -96,6 +99,7 @@ def export_onnx(
     int4_symmetric: bool = True,
     int4_mix: str = "edges+down",
     int4_embedding: str = "int8",
+    int4_edge_layers: int | None = None,
     exporter: str = "dynamo",
     verify: bool = True,
     overwrite: bool = False,
@@ -115,8 +119,8 @@ def export_onnx(
     written as ``export_report.json`` in the folder.
     """
     cfg, out = preflight(out_dir, quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
-                         int4_mix=int4_mix, int4_embedding=int4_embedding, exporter=exporter, verify=verify,
-                         overwrite=overwrite)  # fmt: skip
+                         int4_mix=int4_mix, int4_embedding=int4_embedding, int4_edge_layers=int4_edge_layers,
+                         exporter=exporter, verify=verify, overwrite=overwrite)  # fmt: skip
     lm = prepare_model(model)
     threads = threads or os.cpu_count() or 1
     try:
@@ -127,12 +131,13 @@ def export_onnx(
 
 def preflight(
     out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool = True,
-    int4_mix: str = "edges+down", int4_embedding: str = "int8", exporter: str = "dynamo", verify: bool = True,
-    overwrite: bool = False, option: str = "overwrite=True",
+    int4_mix: str = "edges+down", int4_embedding: str = "int8", int4_edge_layers: int | None = None,
+    exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
 ) -> tuple[OnnxExportConfig, Path]:
     """Every check that needs no model: the settings and the output folder. Returns (config, folder)."""
     cfg = OnnxExportConfig(quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
-                           int4_mix=int4_mix, int4_embedding=int4_embedding, exporter=exporter, verify=verify)  # fmt: skip
+                           int4_mix=int4_mix, int4_embedding=int4_embedding, int4_edge_layers=int4_edge_layers,
+                           exporter=exporter, verify=verify)  # fmt: skip
     out = check_out_dir(out_dir, overwrite=overwrite, option=option)
     try:
         import onnx  # noqa: F401
@@ -297,7 +302,8 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
         if cfg.quant == "int4":
             if cfg.int4_mix != "none":
                 weights = {n: p.detach().numpy() for n, p in lm.named_parameters() if p.ndim == 2}
-                eight_bit = quantize.eight_bit_nodes(quantize.matmul_owners(graph, weights), lm.config.num_hidden_layers, cfg.int4_mix)
+                eight_bit = quantize.eight_bit_nodes(quantize.matmul_owners(graph, weights), lm.config.num_hidden_layers,
+                                                     cfg.int4_mix, edge=_edge_layers(cfg, lm.config.num_hidden_layers))  # fmt: skip
             if cfg.int4_embedding == "int8" and not quantize.embedding_int8(graph):
                 notes.append("no float embedding table found: the embedding is not quantized")
         fp32 = raw / "fp32.onnx"
@@ -314,7 +320,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             quantization = quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external,
                                                   lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric,
                                                   eight_bit=eight_bit)  # fmt: skip
-            quantization.update(mix=cfg.int4_mix, eight_bit_layers=math.ceil(lm.config.num_hidden_layers / 8),
+            quantization.update(mix=cfg.int4_mix, eight_bit_layers=_edge_layers(cfg, lm.config.num_hidden_layers),
                                 embedding=cfg.int4_embedding)  # fmt: skip
             notes.append(quantize.INT4_NOTE)
         qgraph = onnx.load(str(final), load_external_data=not external)
@@ -482,6 +488,10 @@ def _verify(path: Path, model, lm, quant: str, threads: int):
             else f"the {quant} ONNX graph produces non-finite logits; nothing was written"
         )
     return result
+
+
+def _edge_layers(cfg: OnnxExportConfig, n_layers: int) -> int:
+    return math.ceil(n_layers / 8) if cfg.int4_edge_layers is None else cfg.int4_edge_layers
 
 
 def _block(cfg: OnnxExportConfig) -> int | None:

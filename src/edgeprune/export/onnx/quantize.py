@@ -86,9 +86,10 @@ def quantize_int4(src: str, dst: str, *, block_size: int, external_data: bool, l
             "accuracy_level": ACCURACY_LEVEL, "method": "round to nearest (onnxruntime MatMulNBitsQuantizer)"}  # fmt: skip
 
 
-def eight_bit_nodes(owners: dict[str, str], n_layers: int, mix: str) -> list[str]:
-    """The MatMul nodes that ``mix`` (see INT4_MIXES) keeps at 8 bits; ``owners``: node -> torch parameter name."""
-    edge = math.ceil(n_layers / 8)
+def eight_bit_nodes(owners: dict[str, str], n_layers: int, mix: str, *, edge: int | None = None) -> list[str]:
+    """The MatMul nodes that ``mix`` (see INT4_MIXES) keeps at 8 bits; ``owners``: node -> torch parameter
+    name; ``edge``: the layers on each side that "edges" covers (default ceil(n_layers / 8))."""
+    edge = math.ceil(n_layers / 8) if edge is None else edge
     keep = []
     for node, param in owners.items():
         m = re.search(r"layers\.(\d+)\.", param)

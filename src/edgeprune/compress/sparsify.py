@@ -61,7 +61,7 @@ class WeightQuant(StrictConfig):
     batch_size: int = 8  # calibration windows per block forward (gptq)
     blocksize: int = 128  # GPTQ column block
     damp: float = 0.01  # GPTQ damping, a fraction of mean(diag(H))
-    act_order: bool = False  # GPTQ: columns by decreasing H[j, j], group grids fixed up front (static groups)
+    act_order: bool = True  # GPTQ: columns by decreasing H[j, j], grids fixed up front (static groups): 1.31x vs 1.50x dense ppl at int4 g64 on SmolLM2-135M
     calib_dtype: str = "bfloat16"  # block forwards during calibration (stats stay float32): 2-4x faster on CPU
     version: int = 1
 

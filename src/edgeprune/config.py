@@ -195,6 +195,7 @@ BUILTIN_STEPS: dict[str, tuple[str, str]] = {
     "quantize": ("edgeprune.compress.sparsify", "WeightQuant"),
     "sparse_train": ("edgeprune.compress.sparse_train", "SparseTrain"),
     "reconstruct": ("edgeprune.compress.reconstruct", "Reconstruct"),
+    "train": ("edgeprune.compress.train", "TrainConfig"),  # recovery training / distillation on its own
 }
 _builtins_loaded = False
 

@@ -41,12 +41,16 @@ steps:
     target: 0.3
     method: taylor-uniform
     align: 8
+  - step: train
+    tokens: 1024
+    kd_alpha: 0.5
   - step: sparsify
     pattern: "2:4"
     method: wanda
 """)
     report = build("host", model=str(src), recipe=str(recipe), out=tmp_path / "out", log=lambda m: None)
-    prune, sparsify = report["stages"]
+    prune, train, sparsify = report["stages"]
+    assert train["figures"]["steps"] == 2 and train["figures"]["kd_alpha"] == 0.5  # 1024 tokens / (4 x 128)
     assert prune["figures"]["params"] < sum(p.numel() for p in tiny_llama(num_hidden_layers=4).parameters())
     assert sparsify["figures"]["params"] == prune["figures"]["params"]  # 2:4 keeps shapes, zeroes half
     assert sparsify["figures"]["nonzero_params"] < prune["figures"]["nonzero_params"]
@@ -54,7 +58,7 @@ steps:
     from edgeprune.compress import masks as mk
     from edgeprune.models import load
 
-    model = load(str(tmp_path / "out" / "stages" / "02-sparsify" / "model")).model
+    model = load(str(tmp_path / "out" / "stages" / "03-sparsify" / "model")).model
     assert mk.satisfies_nm(model.model.layers[0].mlp.up_proj.weight.detach(), 2, 4)
     manifest = json.loads((tmp_path / "out" / "stages" / "01-prune" / "manifest.json").read_text())
     assert manifest["config"]["step"] == "prune" and manifest["config"]["target"] == 0.3

@@ -114,7 +114,7 @@ def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
         from edgeprune.models.cache import cache_root
 
         ctx.log(f"  no --calib given: calibrating on text the model generates itself (seeded; cached in {cache_root()})")
-    apply = entry.apply or _apply_with_calibration
+    apply = entry.apply or _IN_BUILD.get(cfg.STEP, _apply_with_calibration)
     kwargs = {"calib": ctx.calib, "tokenizer": loaded.tokenizer}
     if "dense" in inspect.signature(apply).parameters:
         kwargs["dense"] = ctx.dense_model  # called only by steps that fit to the dense original
@@ -149,6 +149,25 @@ def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=N
     if "dense" in inspect.signature(fn).parameters:  # steps that fit a pruned model to its dense original
         kwargs["dense"] = dense()
     return fn(model, cfg, windows, **kwargs)
+
+
+def _train_in_build(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
+    """The ``train`` step: recovery training of the current model on ``calib`` text (default: text the
+    dense model generated), distilling from the build's input model when ``kd_alpha`` > 0."""
+    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.compress.train import train
+
+    original = dense() if calib is None or cfg.kd_alpha > 0 else None
+    n = max(1, min(4096, -(-cfg.tokens // CALIB_SEQ_LEN)))
+    windows = calibration_windows(tokenizer, calib or "self", n_windows=n, seq_len=CALIB_SEQ_LEN, seed=cfg.seed,
+                                  model=original, progress=progress)  # fmt: skip
+    teacher = original if cfg.kd_alpha > 0 else None
+    report = train(model, windows.ids, cfg, teacher=teacher, progress=progress)
+    return model, report
+
+
+# steps whose implementation needs more than calibration windows in a build
+_IN_BUILD = {"train": _train_in_build}
 
 
 _HANDLERS = {"evaluate": _evaluate, "export": _export, "profile": _profile}

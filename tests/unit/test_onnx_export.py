@@ -172,7 +172,7 @@ def test_quantized_exports_run(quant, block, tmp_path):
         # 3 layers x 7 projections + the lm_head, all quantized (the tied lm_head was untied for it)
         assert len(nbits) == 22 and all(a["block_size"] == block for a in nbits.values())
         assert nbits[names.LOGITS]["bits"] == 8  # the lm_head keeps 8 bits in int4 too
-        if quant == "int4":  # 3 layers: the outer ceil(3 / 8) = 1 on each side and the middle down_proj keep 8 bits
+        if quant == "int4":  # 3 layers: the outer ceil(3 / 6) = 1 on each side and the middle down_proj keep 8 bits
             assert report.quantization["matmuls"] == {"int4": 6, "int8": 16, "fp32": 0}
             assert _embedding_table(graph).dtype == np.int8
         else:
@@ -213,7 +213,7 @@ def test_int4_lm_head_and_zero_points(lm_head, symmetric, tmp_path):
 
 @pytest.mark.parametrize("mix, int4, int8", [("edges", 42, 29), ("down", 60, 11), ("edges+down", 36, 35)])
 def test_int4_mix_keeps_outer_layers_and_down_proj_at_8_bits(mix, int4, int8, tmp_path):
-    # 10 layers: the outer ceil(10 / 8) = 2 on each side are "edges"; 70 projections + the lm_head
+    # 10 layers: the outer ceil(10 / 6) = 2 on each side are "edges"; 70 projections + the lm_head
     model = tiny_llama(num_hidden_layers=10)
     report = export_onnx(model, tmp_path / "q", quant="int4", int4_mix=mix, exporter="torchscript", threads=1)
     assert report.quantization["matmuls"] == {"int4": int4, "int8": int8, "fp32": 0}

@@ -60,7 +60,7 @@ class OnnxExportConfig(ExportConfig):
     int4_symmetric: bool = True
     int4_mix: str = "edges+down"  # which projections keep 8 bits in an int4 graph (quantize.INT4_MIXES)
     int4_embedding: str = "int8"  # the token embedding table of an int4 graph: int8 (per row) | fp32
-    int4_edge_layers: int | None = None  # "edges" of int4_mix: this many layers on each side (None: ceil(layers / 8))
+    int4_edge_layers: int | None = None  # "edges" of int4_mix: this many layers on each side (None: ceil(layers / 6))
 
     FORMAT: ClassVar[str] = "ONNX"
     LOWERCASE: ClassVar[tuple[str, ...]] = ("quant",)
@@ -491,7 +491,7 @@ def _verify(path: Path, model, lm, quant: str, threads: int):
 
 
 def _edge_layers(cfg: OnnxExportConfig, n_layers: int) -> int:
-    return math.ceil(n_layers / 8) if cfg.int4_edge_layers is None else cfg.int4_edge_layers
+    return math.ceil(n_layers / 6) if cfg.int4_edge_layers is None else cfg.int4_edge_layers
 
 
 def _block(cfg: OnnxExportConfig) -> int | None:

@@ -12,7 +12,7 @@
   the outer layers wider). On SmolLM2-135M an all-4-bit body (lm_head 8-bit) costs ~+20-25%
   perplexity; the defaults bring it within a few percent for ~20% more bytes than all-4-bit:
   ``int4_lm_head="int8"`` (the largest, most sensitive matrix; 4 bits there alone add ~+12%),
-  ``int4_mix="edges+down"`` (every projection of the first and last ceil(layers / 8) layers, and
+  ``int4_mix="edges+down"`` (every projection of the first and last ceil(layers / 6) layers, and
   every ``down_proj``, whose input carries the model's massive activations, at 8 bits),
   ``int4_symmetric=True`` (the block's largest-magnitude weight maps to -8 exactly; zero points
   measured no better here) and ``int4_embedding="int8"`` (the embedding table, a ``Gather``, as
@@ -47,7 +47,7 @@ ACCURACY_LEVEL = 4
 
 INT4_LM_HEAD = ("int8", "int4", "fp32")  # what the lm_head of an int4 export stores
 # which decoder projections of an int4 export stay at 8 bits: "edges" = every projection of the
-# first and last ceil(layers / 8) layers, "down" = every layer's down_proj (its input carries the
+# first and last ceil(layers / 6) layers, "down" = every layer's down_proj (its input carries the
 # massive activations of small Llamas); "none" = all at 4 bits
 INT4_MIXES = ("edges+down", "edges", "down", "none")
 INT4_EMBEDDINGS = ("int8", "fp32")  # the token embedding table of an int4 export
@@ -88,8 +88,8 @@ def quantize_int4(src: str, dst: str, *, block_size: int, external_data: bool, l
 
 def eight_bit_nodes(owners: dict[str, str], n_layers: int, mix: str, *, edge: int | None = None) -> list[str]:
     """The MatMul nodes that ``mix`` (see INT4_MIXES) keeps at 8 bits; ``owners``: node -> torch parameter
-    name; ``edge``: the layers on each side that "edges" covers (default ceil(n_layers / 8))."""
-    edge = math.ceil(n_layers / 8) if edge is None else edge
+    name; ``edge``: the layers on each side that "edges" covers (default ceil(n_layers / 6))."""
+    edge = math.ceil(n_layers / 6) if edge is None else edge
     keep = []
     for node, param in owners.items():
         m = re.search(r"layers\.(\d+)\.", param)

@@ -122,7 +122,7 @@ def run_job(job: str, args) -> dict:
 
     from edgeprune.compress.reconstruct import Reconstruct, reconstruct
     from edgeprune.compress.sparsify import NMPrune, nm_prune
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.models import load
     from sparse24 import Clock, _tiny_model, evaluate, peak_rss_mb
 
@@ -258,7 +258,7 @@ def lr_probe(args) -> int:
     """Per-block relative error after fitting the first blocks at each LR, on 2 x 32 x 256 calibration tokens."""
     from edgeprune.benchutil import bench_document, write_json_atomic
     from edgeprune.compress.reconstruct import Reconstruct, reconstruct
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.models import load
     from sparse24 import _tiny_model
 

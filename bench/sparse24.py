@@ -172,7 +172,7 @@ def run_job(method: str, args, emit) -> None:
     from edgeprune.compress import compress
     from edgeprune.compress.calib import calibration_windows
     from edgeprune.compress.sparsify import NMPrune
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.models import load
 
     with torch_threads(args.threads):

@@ -135,7 +135,7 @@ def run_row(spec: dict, args) -> list[dict]:
     from edgeprune.compress import StructuredPrune, TrainConfig
     from edgeprune.compress.calib import calibration_windows
     from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.models import load, to_per_layer
 
     rows = []

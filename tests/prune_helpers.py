@@ -9,7 +9,7 @@ import torch
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread (and the CI box is shared); restore the count after."""
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
 
     with torch_threads(1):
         yield

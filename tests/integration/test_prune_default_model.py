@@ -10,7 +10,7 @@ import torch
 from edgeprune.compress import StructuredPrune, compress
 from edgeprune.compress.calib import calibration_windows
 from edgeprune.compress.structured import param_counts, save_pruned
-from edgeprune.compress.threads import torch_threads
+from edgeprune.threads import torch_threads
 from edgeprune.models import load, to_per_layer
 
 

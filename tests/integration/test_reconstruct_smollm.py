@@ -12,7 +12,7 @@ from edgeprune.compress import masks as mk
 from edgeprune.compress.calib import calibration_windows
 from edgeprune.compress.calibrate import block_linears
 from edgeprune.compress.reconstruct import Reconstruct, reconstruct
-from edgeprune.compress.threads import torch_threads
+from edgeprune.threads import torch_threads
 
 DEPTH = 3
 

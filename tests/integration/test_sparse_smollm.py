@@ -11,7 +11,7 @@ from edgeprune.compress import masks as mk
 from edgeprune.compress.calib import calibration_windows
 from edgeprune.compress.packed import load_packed, save_packed
 from edgeprune.compress.sparsify import NMPrune, WeightQuant, nm_prune
-from edgeprune.compress.threads import torch_threads
+from edgeprune.threads import torch_threads
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny matmuls: one intra-op thread is 10x faster than two on a busy machine (restored after)."""
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
 
     with torch_threads(1):
         yield

@@ -76,7 +76,7 @@ def test_gradient_checkpointing_gives_the_same_update():
 def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str):
     import torch.distributed as dist
 
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
 
     with torch_threads(1):
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)

@@ -100,7 +100,7 @@ def run(args) -> int:
     from edgeprune.compress import compress
     from edgeprune.compress.calib import calibration_windows
     from edgeprune.compress.structured import check_reachable, save_pruned
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.compress.train import distributed_from_env
     from edgeprune.models import load, to_per_layer
 

@@ -96,7 +96,7 @@ def run(args) -> int:
     from edgeprune.compress.packed import is_packed, load_packed
     from edgeprune.compress.reconstruct import check_pair, reconstruct
     from edgeprune.compress.reconstruct_maths import block_windows
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.models import load
     from edgeprune.models.cache import atomic_dir
 

@@ -139,7 +139,7 @@ def run(args) -> int:
     from edgeprune.compress.sparse_train import SparseTrain, concat_windows
     from edgeprune.compress.sparsify import check_model
     from edgeprune.compress.structured import peak_rss_mb
-    from edgeprune.compress.threads import torch_threads
+    from edgeprune.threads import torch_threads
     from edgeprune.compress.train import distributed_from_env
     from edgeprune.fileio import write_text_atomic
     from edgeprune.models import load

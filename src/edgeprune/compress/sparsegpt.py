@@ -31,7 +31,7 @@ import torch
 
 from edgeprune.compress.masks import check_divides
 from edgeprune.compress.quantize import QuantizedWeight, QuantSpec, check_group, group_params
-from edgeprune.compress.threads import torch_threads
+from edgeprune.threads import torch_threads
 from edgeprune.errors import EdgepruneError
 
 DEFAULT_BLOCKSIZE = 128

@@ -21,13 +21,13 @@ kernels, not tokenisations. ``tokenizer="llama.cpp"`` uses llama.cpp's own token
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.eval.backends import HFTokenizer, LlamaCppBackend, OnnxBackend, TorchBackend
 from edgeprune.eval.perplexity import PerplexityConfig, PerplexityReport, evaluate_perplexity
 from edgeprune.eval.zeroshot import TaskResult, ZeroShotConfig, evaluate_zeroshot
+from edgeprune.threads import torch_threads
 
 BACKENDS = ("torch", "llama.cpp", "onnxruntime")
 DEFAULT_BATCH_TOKENS = 4096  # rows x longest row per forward: 4 windows of 1024; ~0.8 GB of logits
@@ -44,15 +44,15 @@ class Evaluator:
             raise EdgepruneError(f"batch_tokens must be >= 1, got {batch_tokens}")
         self.threads = threads
         self.progress = progress
-        with _torch_threads(threads):
+        with torch_threads(threads):
             self.backend, self.source = _make_backend(model_or_artifact, tokenizer, backend, dtype, batch_tokens, threads)
 
     def perplexity(self, config: PerplexityConfig | None = None) -> PerplexityReport:
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             return evaluate_perplexity(self.backend, config or PerplexityConfig(), progress=self.progress)
 
     def zeroshot(self, config: ZeroShotConfig | None = None) -> list[TaskResult]:
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             return evaluate_zeroshot(self.backend, config or ZeroShotConfig(), progress=self.progress)
 
     def describe(self) -> dict:
@@ -62,22 +62,6 @@ class Evaluator:
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Set torch's intra-op threads for the duration, then restore them (no hidden global state)."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _is_backend(obj) -> bool:

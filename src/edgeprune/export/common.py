@@ -8,7 +8,6 @@ and checks. Imports neither torch nor any exporter backend.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,21 +57,6 @@ def unknown_choice(what: str, value, choices: Sequence[str]) -> list[str]:
     hint = difflib.get_close_matches(str(value).lower(), list(choices), n=1)
     did = f" (did you mean {hint[0]!r}?)" if hint else ""
     return [f"unknown {what} {value!r}{did}: use one of {', '.join(choices)}"]
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch with ``n`` intra-op threads, restored afterwards. Matching the runtime's count keeps the
-    two from oversubscribing the cores: on a busy 2-core host torch's default OpenMP pool ran
-    SmolLM2 forwards 10x slower than with 1 thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def versions(dists: Sequence[str]) -> dict[str, str | None]:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.export.common import torch_threads, versions
+from edgeprune.export.common import versions
+from edgeprune.threads import torch_threads
 from edgeprune.export.gguf import tables
 from edgeprune.export.gguf.layout import unpermute_qk
 from edgeprune.export.gguf.llamacpp import default_threads, run_in_child

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeprune.export.common import torch_threads
+from edgeprune.threads import torch_threads
 from edgeprune.export.onnx import names
 from edgeprune.export.onnx.report import VerifyResult
 

@@ -148,7 +148,7 @@ class ReconstructReport:
     rel_mse_after: float | None = None  # ... after training (same inputs)
     wall_s: float = 0.0
     rss_start_mb: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # sampled while this step ran (not the process's lifetime peak)
     working_mb: float = 0.0  # peak RSS - RSS at the start: activations, one submodel's optimizer state
     per_submodel: list[dict] = field(default_factory=list)
 
@@ -170,10 +170,32 @@ def rss_mb() -> float:
         return 0.0
 
 
-def peak_rss_mb() -> float:
-    from edgeprune.compress.structured import peak_rss_mb as peak
+class PeakRss:
+    """Peak resident memory while a piece of work runs, sampled by a thread every ``interval`` s.
 
-    return peak()
+    The kernel's VmHWM is the peak of the whole process's life: in a test session or a build that
+    already loaded bigger things it says nothing about this step, so the step samples its own."""
+
+    def __init__(self, interval: float = 0.05):
+        import threading
+
+        self.interval, self.peak = interval, rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="rss-sampler", daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_mb())
+
+    def start(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+        return self.peak
 
 
 # -- checks before any work ---------------------------------------------------------------------------
@@ -512,6 +534,7 @@ def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=N
                 for name, lin in block_linears(layer).items():
                     mk.check_divides(lin.in_features, nm[1], f"layers.{i}.{name}")
     ac = resolve_autocast(cfg.autocast)
+    sampler = PeakRss().start()
     report = ReconstructReport(step=cfg.kind, config=cfg.to_dict(), rss_start_mb=rss_mb(),
                                calibration={"windows": int(ids.shape[0]), "seq_len": int(ids.shape[1]),
                                             "source": getattr(train_data if train_data is not None else calib, "source", None)})  # fmt: skip
@@ -594,8 +617,8 @@ def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=N
         dense.train(was[1])
         for p, flag in grad_flags:
             p.requires_grad_(flag)
+        report.peak_rss_mb = sampler.stop()  # this call's peak, not the process's lifetime peak
     report.zeros_after = _linear_zeros(model)
     report.wall_s = time.perf_counter() - t_start
-    report.peak_rss_mb = peak_rss_mb()
     report.working_mb = max(0.0, report.peak_rss_mb - report.rss_start_mb)
     return model, report

@@ -29,14 +29,15 @@ are skipped unless ``--fresh``) with ``reconstruct.md`` beside it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import fcntl
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import read_json as _read
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -178,21 +179,6 @@ def run_job(job: str, args) -> dict:
 
 
 # -- driver ---------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def figures(rows: list[dict]) -> list[str]:

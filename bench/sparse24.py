@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import fcntl
 import hashlib
 import json
 import resource
@@ -39,6 +38,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import read_json as _read
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -324,21 +326,6 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
 
 def _key(r: dict) -> tuple:
     return (r["method"], r["quant"], int(r.get("train_tokens") or 0))
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def merge_row(path: Path, row: dict, args) -> dict:

@@ -22,8 +22,6 @@ Calibration is data-free: text the dense model samples itself (seeded, cached), 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -31,6 +29,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import read_json as _read
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -241,21 +242,6 @@ def plan(args) -> list[dict]:
 
 def _key(r: dict) -> tuple:
     return (r["method"], round(float(r["target"]), 4), int(r.get("train_tokens") or 0), int(r.get("seed") or 0))
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _document(rows: list[dict], args) -> dict:

@@ -49,18 +49,13 @@ def add_parser(sub) -> None:
 
 def build_config(args):
     """The StructuredPrune step from --config and the flags (flags win). Raises EdgepruneError."""
+    from edgeprune.cli.options import config_settings
     from edgeprune.compress.structured import StructuredPrune
     from edgeprune.errors import EdgepruneError
 
-    data: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise EdgepruneError(f"no such config file {path}: pass a structured_prune YAML file")
-        data = StructuredPrune.from_yaml(path.read_text()).to_dict()
     flags = {"target": args.target, "method": args.method, "criterion": args.criterion, "align": args.align,
              "stages": args.stages, "calib_windows": args.calib_windows, "seed": args.seed}  # fmt: skip
-    data.update({k: v for k, v in flags.items() if v is not None})
+    data = config_settings(args.config, StructuredPrune, flags)
     train_flags = {"tokens": args.train_tokens, "kd_alpha": args.kd_alpha, "lr": args.lr, "batch_size": args.batch_size}
     train_flags = {k: v for k, v in train_flags.items() if v is not None}
     if args.gradient_checkpointing:

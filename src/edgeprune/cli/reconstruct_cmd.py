@@ -55,21 +55,14 @@ def add_parser(sub) -> None:
 
 def build_config(args):
     """The Reconstruct step from --config and the flags (flags win). Raises EdgepruneError."""
+    from edgeprune.cli.options import config_settings
     from edgeprune.compress.reconstruct import Reconstruct
-    from edgeprune.errors import EdgepruneError
 
-    data: dict = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise EdgepruneError(f"no such config file {path}: pass a reconstruct YAML file")
-        data = Reconstruct.from_yaml(path.read_text()).to_dict()
     flags = {"granularity": args.granularity, "blocks": args.blocks, "inputs": args.inputs, "trainable": args.trainable,
              "lora_rank": args.lora_rank, "loss": args.loss, "lr": args.lr, "epochs": args.epochs, "warmup": args.warmup,
              "batch_size": args.batch_size, "prune": args.prune, "pattern": args.pattern, "autocast": args.autocast,
              "seed": args.seed}  # fmt: skip
-    data.update({k: v for k, v in flags.items() if v is not None})
-    return Reconstruct.from_dict(data)
+    return Reconstruct.from_dict(config_settings(args.config, Reconstruct, flags))
 
 
 def run(args) -> int:

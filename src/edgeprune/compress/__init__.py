@@ -14,7 +14,7 @@ training loop in ``train.py``, orchestration in ``structured.py``.
 
 from __future__ import annotations
 
-import importlib
+from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "compress": "edgeprune.compress.api",
@@ -30,10 +30,4 @@ _LAZY = {
     "calibration_windows": "edgeprune.compress.calib",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'edgeprune.compress' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __all__ = lazy_attributes(__name__, _LAZY)

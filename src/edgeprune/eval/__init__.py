@@ -14,7 +14,7 @@ Names load lazily so ``import edgeprune.eval`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "Evaluator": "edgeprune.eval.evaluator",
@@ -34,10 +34,4 @@ _LAZY = {
     "HFTokenizer": "edgeprune.eval.backends",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'edgeprune.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __all__ = lazy_attributes(__name__, _LAZY)

@@ -6,9 +6,10 @@ not pay for importing torch and transformers.
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from edgeprune import _autoregister
+from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "BUILTIN_MODELS": "edgeprune.models.builtin",
@@ -21,13 +22,11 @@ _LAZY = {
     "load": "edgeprune.models.loading",
 }
 
-__all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'edgeprune.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    if "transformers" in __import__("sys").modules:
+def _register_if_loaded() -> None:
+    # Our model classes register with transformers' Auto* as soon as transformers is imported.
+    if "transformers" in sys.modules:
         _autoregister.register_now()
-    return value
+
+
+__getattr__, __all__ = lazy_attributes(__name__, _LAZY, after=_register_if_loaded)

@@ -8,7 +8,7 @@ Names load lazily so that importing the package costs nothing until an export ru
 
 from __future__ import annotations
 
-import importlib
+from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "export_gguf": "edgeprune.export.gguf.api",
@@ -19,10 +19,4 @@ _LAZY = {
     "QTYPES": "edgeprune.export.gguf.tables",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'edgeprune.export.gguf' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__, __all__ = lazy_attributes(__name__, _LAZY)

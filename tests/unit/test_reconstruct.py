@@ -84,6 +84,16 @@ def test_linear_lr_warms_up_then_decays_to_the_floor():
     assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[-1] == pytest.approx(0.0) and lrs == sorted(lrs[:2]) + sorted(lrs[2:], reverse=True)
 
 
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    cos = [rm.schedule_lr(s, 20, peak=1.0, warmup=0.1, min_ratio=0.1, kind="cosine") for s in range(20)]
+    lin = [rm.schedule_lr(s, 20, peak=1.0, warmup=0.1, min_ratio=0.1) for s in range(20)]
+    assert lin == [rm.linear_lr(s, 20, peak=1.0, warmup=0.1, min_ratio=0.1) for s in range(20)]
+    assert cos[:2] == [0.5, 1.0] and cos[-1] == pytest.approx(0.1) and cos[2:] == sorted(cos[2:], reverse=True)
+    assert cos[5] > lin[5] + 0.1 and cos[16] < lin[16] - 0.05  # higher than linear early, lower late
+    with pytest.raises(ValueError, match="schedule 'step' is not one of linear, cosine"):
+        rm.schedule_lr(0, 10, peak=1.0, warmup=0.1, kind="step")
+
+
 def test_masked_lora_starts_equal_and_merges_without_filling_pruned_weights():
     lin = nn.Linear(8, 4)
     with torch.no_grad():
@@ -123,7 +133,7 @@ def test_masks_stay_exact_zeros_and_every_block_output_gets_closer_to_dense(dens
 
 CASES = [dict(granularity=g, inputs=i) for g in ("block", "attn_mlp", "linear") for i in ("dense", "pruned", "pruned_true")]
 CASES += [dict(blocks=2), dict(blocks=4, inputs="pruned"), dict(trainable="lora"), dict(trainable="lora", granularity="linear"),
-          dict(loss="cosine"), dict(loss="nmse"), dict(autocast="float32")]  # fmt: skip
+          dict(loss="cosine"), dict(loss="nmse"), dict(autocast="float32"), dict(schedule="cosine")]  # fmt: skip
 
 
 @pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
@@ -194,7 +204,8 @@ def test_models_that_do_not_correspond_and_empty_calibration_are_one_line_errors
 
 @pytest.mark.parametrize("data,match", [({"granularity": "blocks"}, "did you mean 'block'"), ({"inputs": "sparse"}, "inputs 'sparse' is not one of"),
                                         ({"blocks": 0}, "blocks must be >= 1"), ({"granularity": "linear", "blocks": 2}, "blocks is a setting of granularity 'block'"),
-                                        ({"epoch": 2}, "did you mean 'epochs'"), ({"prune": "wandaa"}, "did you mean 'wanda'")])  # fmt: skip
+                                        ({"epoch": 2}, "did you mean 'epochs'"), ({"prune": "wandaa"}, "did you mean 'wanda'"),
+                                        ({"schedule": "cosin"}, "did you mean 'cosine'")])  # fmt: skip
 def test_bad_config_values(data, match):
     with pytest.raises(EdgepruneError, match=match):
         Reconstruct.from_dict(data)

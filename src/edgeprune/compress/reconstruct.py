@@ -13,7 +13,7 @@ For each submodel in order: (optionally) choose its masks right now from the pru
 statistics (``prune``: magnitude / Wanda / SparseGPT, as sequential Wanda / SparseGPT do); compute
 the targets with the dense submodel; train the pruned submodel's surviving weights (``trainable:
 all``) or a masked LoRA (``lora``: ``W + M ⊙ BA``, merged at the end, so the sparsity is kept)
-with AdamW and a linear warmup/decay schedule; propagate. What feeds a submodel (``inputs``):
+with AdamW and a linear warmup, then a linear (or cosine) decay; propagate. What feeds a submodel (``inputs``):
 
 - ``dense`` (a): the dense model's activations as inputs, the dense submodel's outputs on them as
   targets: every submodel learns in isolation;
@@ -85,7 +85,8 @@ class Reconstruct(StrictConfig):
     loss: str = "mse"  # mse | cosine
     optimizer: str = "adamw"
     lr: float = 1e-3  # peak; the best of 3e-5..1e-3 on the first blocks of SmolLM2-135M (bench/reconstruct.py; the paper sweeps 1e-7..5e-4 for 8B models)
-    min_lr_ratio: float = 0.0  # LR at the end of the linear decay, as a fraction of the peak
+    min_lr_ratio: float = 0.0  # LR at the end of the decay, as a fraction of the peak
+    schedule: str = "linear"  # linear | cosine: the decay after the warmup
     warmup: float = 0.1  # fraction of each submodel's steps (the paper's 10% linear warmup)
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # 0: no clipping
@@ -111,6 +112,7 @@ class Reconstruct(StrictConfig):
         p += check_choice("loss", self.loss, rm.LOSSES) + check_choice("optimizer", self.optimizer, OPTIMIZERS)
         p += check_fraction("lr", self.lr, high=1.0)
         p += check_fraction("min_lr_ratio", self.min_lr_ratio, low_open=False, high_open=False)
+        p += check_choice("schedule", self.schedule, rm.SCHEDULES)
         p += check_fraction("warmup", self.warmup, low_open=False, high_open=True)
         p += check_fraction("weight_decay", self.weight_decay, low_open=False, high=10.0)
         p += check_fraction("grad_clip", self.grad_clip, low_open=False, high=1e6)
@@ -399,7 +401,7 @@ def _fit(fn: Callable, params: list[nn.Parameter], masks: dict, inputs: list[tor
     for _ in range(cfg.epochs):
         running = 0.0
         for j in torch.randperm(len(inputs), generator=gen).tolist():
-            lr = rm.linear_lr(step, total, peak=cfg.lr, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio)
+            lr = rm.schedule_lr(step, total, peak=cfg.lr, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio, kind=cfg.schedule)
             for group in opt.param_groups:
                 group["lr"] = lr
             with _autocast(ac):

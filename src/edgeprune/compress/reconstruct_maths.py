@@ -15,6 +15,7 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 
 LOSSES = ("mse", "cosine", "nmse")
+SCHEDULES = ("linear", "cosine")
 
 
 def recon_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
@@ -122,3 +123,15 @@ def linear_lr(step: int, total: int, *, peak: float, warmup: float, min_ratio: f
     from edgeprune.compress.train import wsd_lr
 
     return wsd_lr(step, total, peak=peak, warmup=warmup, decay=1.0 - warmup, min_ratio=min_ratio)
+
+
+def schedule_lr(step: int, total: int, *, peak: float, warmup: float, min_ratio: float = 0.0, kind: str = "linear") -> float:
+    """The LR at ``step`` of ``total``: linear warmup over ``warmup * total`` steps, then ``linear``
+    decay (:func:`linear_lr`) or ``cosine`` decay to ``min_ratio * peak``."""
+    if kind == "linear":
+        return linear_lr(step, total, peak=peak, warmup=warmup, min_ratio=min_ratio)
+    if kind == "cosine":
+        from edgeprune.compress.sparse_train import cosine_lr
+
+        return cosine_lr(step, total, peak=peak, warmup=warmup, min_ratio=min_ratio)
+    raise ValueError(f"schedule {kind!r} is not one of {', '.join(SCHEDULES)}")

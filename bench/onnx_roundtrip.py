@@ -20,6 +20,7 @@ until the end) and ``onnx_roundtrip.md`` (the table, then the figures the issue 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -35,16 +36,19 @@ COLUMNS = ("model", "quant", "weights", "bytes", "load_s", "torch_ppl", "ort_ppl
 # perplexity budget against the float32 graph's (issue 5)
 PPL_BUDGET = {"int8": 0.03, "int4": 0.08}
 FP32_TOLERANCE = 1e-4
+TITLE = "# onnx_roundtrip: SmolLM2-135M dense and pruned (per-layer widths) in onnxruntime"
+UNPREFIXED = ("block_size",)  # row options that are export_onnx keywords as they stand
 
 
 def parse_quant(spec: str) -> tuple[str, dict]:
-    """``int4`` or ``int4:lm_head=int4,symmetric=true`` -> ("int4", {"int4_lm_head": "int4", "int4_symmetric": True})."""
+    """``int4`` or ``int4:lm_head=int4,symmetric=true,block_size=16`` -> ("int4", {"int4_lm_head": "int4",
+    "int4_symmetric": True, "block_size": 16}): keys are export_onnx's, ``int4_`` added where it has one."""
     quant, _, opts = spec.partition(":")
     kwargs = {}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
         value = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
-        kwargs[f"{quant}_{key}" if not key.startswith(quant) else key] = value
+        kwargs[key if key.startswith(quant) or key in UNPREFIXED else f"{quant}_{key}"] = value
     return quant, kwargs
 
 
@@ -143,7 +147,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quants", default="fp32,int8,int8-dynamic,int4",
                    help="comma-separated; an int4 row may name its options after a colon, ';'-separated: "
-                        "int4:lm_head=int4;symmetric=true")  # fmt: skip
+                        "int4:lm_head=int4;symmetric=true;algo=hqq;block_size=16")  # fmt: skip
     p.add_argument("--models", default="dense,pruned")
     p.add_argument("--windows", type=int, default=8, help="perplexity windows (the first N of WikiText-2 test)")
     p.add_argument("--seq-len", type=int, default=512)
@@ -160,19 +164,22 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of --out that this run does not redo (same model, quant and options); "
                         "ppl_vs_fp32 then uses the kept fp32 row when fp32 is not rerun")  # fmt: skip
+    p.add_argument("--rerender", action="store_true",
+                   help="measure nothing: rewrite --out and its table from its rows, judging 'default' (the rows the "
+                        "figures use) against export_onnx's defaults now")  # fmt: skip
     args = p.parse_args(argv)
+    if args.rerender:
+        return rerender(Path(args.out), args.md)
 
     import os
 
     from edgeprune.benchutil import command_line
     from edgeprune.eval import HFTokenizer, OnnxBackend, TorchBackend
-    from edgeprune.export.common import torch_threads
-    from edgeprune.export.onnx import OnnxExportConfig, export_onnx
-    from edgeprune.export.onnx.api import QUANTS
+    from edgeprune.threads import torch_threads
+    from edgeprune.export.onnx import export_onnx
     from edgeprune.models import load
     from edgeprune.runtime.ort_generate import OrtDecoder
 
-    defaults = OnnxExportConfig()  # rows with these int4 options are the ones the issue's figures judge
     # half the cores: on a shared 2-core host two OpenMP threads per engine oversubscribe it
     threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
     quants = [s.replace(";", ",") for s in args.quants.split(",") if s]  # "a=1;b=2" keeps a row's options together
@@ -197,15 +204,14 @@ def main(argv=None) -> int:
         "threads": threads, "exporter": args.exporter, "block_size": args.block_size,
         "pruned": pruned_settings(pruned, dense, args),
     }  # fmt: skip
-    kept = previous_rows(Path(args.out)) if args.merge else []
+    n_layers = dense.config.num_hidden_layers  # the pruned stand-in keeps every layer
+    kept = previous_rows(Path(args.out), n_layers) if args.merge else []
     if kept:
         settings["merged"] = ("rows this command does not rerun are kept from earlier runs with the same settings; "
                               "each row's 'command' says which run measured it")  # fmt: skip
-    order = {m: i for i, m in enumerate(("dense", "pruned", *models))}
-    quant_order = {q: i for i, q in enumerate(QUANTS)}
+    settings["layers"] = n_layers
     res = Results("onnx_roundtrip", args.out, md_path=args.md, columns=COLUMNS, settings=settings, rows=kept,
-                  order=lambda r: (order.get(r["model"], 99), quant_order.get(r["quant"], 99), not r.get("default", True)),
-                  title="# onnx_roundtrip: SmolLM2-135M dense and pruned (per-layer widths) in onnxruntime")  # fmt: skip
+                  order=row_order, title=TITLE)  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="onnx-bench-") as tmp, torch_threads(threads):
         for name, model in models.items():
@@ -220,8 +226,8 @@ def main(argv=None) -> int:
                 q, options = parse_quant(spec)
                 path = Path(tmp) / f"{name}-{quants.index(spec)}"
                 t0 = time.perf_counter()
-                report = export_onnx(model, path, tokenizer=tok, quant=q, block_size=args.block_size,
-                                     exporter=args.exporter, threads=threads, **options)  # fmt: skip
+                report = export_onnx(model, path, tokenizer=tok, quant=q, exporter=args.exporter, threads=threads,
+                                     **{"block_size": args.block_size, **options})  # fmt: skip
                 export_s = time.perf_counter() - t0
                 backend = OnnxBackend.from_file(path / "model.onnx", hf_tok, threads=threads, batch_tokens=args.seq_len)
                 ort_ppl = ppl(backend, windows=args.windows, seq_len=args.seq_len).ppl
@@ -232,7 +238,7 @@ def main(argv=None) -> int:
                 speed = ort_speed(dec, first, prompt128, args.gen, args.reps)
                 r = {
                     "model": name, "quant": q, "options": options, "weights": report.weights,
-                    "default": all(getattr(defaults, k) == v for k, v in options.items()), "bytes": report.bytes, "load_s": dec.load_s,
+                    "bytes": report.bytes, "load_s": dec.load_s,
                     "torch_ppl": torch_ppl, "ort_ppl": ort_ppl,
                     "ppl_vs_fp32": (ort_ppl / fp32_ppl - 1) if fp32_ppl else None,
                     "max_rel_logit_diff": max(diffs["prefill_rel_diff"], diffs["decode_rel_diff"]),
@@ -246,6 +252,7 @@ def main(argv=None) -> int:
                     "quantization": report.quantization, "genai_config": report.genai_config,
                     "command": command_line(),
                 }  # fmt: skip
+                r["default"] = is_default(r, n_layers)
                 res.add(r, key=row_key)
                 print(f"{name} {spec}: {r['bytes'] / 1e6:.1f} MB, ppl {ort_ppl:.4f} (torch {torch_ppl:.4f}), max rel logit "
                       f"diff {r['max_rel_logit_diff']:.2e}, prefill {r['prefill_tps']:.0f} t/s, decode {r['decode_tps']:.1f} "
@@ -257,19 +264,57 @@ def main(argv=None) -> int:
     return 0
 
 
+def row_order(r: dict) -> tuple:
+    from edgeprune.export.onnx.api import QUANTS
+
+    return ({"dense": 0, "pruned": 1}.get(r["model"], 9), QUANTS.index(r["quant"]) if r["quant"] in QUANTS else 9,
+            not r.get("default", True))  # fmt: skip
+
+
+def rerender(out: Path, md: str | None) -> int:
+    doc = read_json(out)
+    settings = doc["settings"]
+    rows = previous_rows(out, settings.get("layers") or len(settings["pruned"]["heads"]))
+    res = Results("onnx_roundtrip", out, md_path=md, columns=COLUMNS, settings=settings, rows=rows, order=row_order,
+                  title=TITLE)  # fmt: skip
+    print(res.finish(figures_of(res.rows)))
+    return 0
+
+
 def row_key(r: dict) -> tuple:
     return r["model"], r["quant"], tuple(sorted(r.get("options", {}).items()))
 
 
-def previous_rows(path: Path) -> list[dict]:
+def is_default(r: dict, n_layers: int) -> bool:
+    """Whether a row's quantization (the settings its export report recorded) is what export_onnx
+    does by default now: the rows the issue's figures judge. Reports from before an option existed
+    lack it and ran what is its "off" value now (rtn, accuracy level 4)."""
+    from edgeprune.export.onnx import OnnxExportConfig
+
+    d, quant, q = OnnxExportConfig(), r["quant"], r.get("quantization")
+    if quant in ("fp32", "int8-dynamic"):
+        return True
+    if quant == "int8":
+        return r.get("block_size") == d.block_size
+    if q is None or q.get("block_size") != d.block_size:
+        return False
+    algo = q.get("algo", "rtn")
+    symmetric = algo == "rtn" if d.int4_symmetric is None else d.int4_symmetric
+    return (algo, q["symmetric"], q["lm_head"], q.get("mix"), q.get("embedding"), q.get("eight_bit_layers"),
+            q.get("accuracy_level", 4)) == (d.int4_algo, symmetric, d.int4_lm_head, d.int4_mix, d.int4_embedding,
+            math.ceil(n_layers / 6) if d.int4_edge_layers is None else d.int4_edge_layers, d.int4_accuracy_level)  # fmt: skip
+
+
+def previous_rows(path: Path, n_layers: int) -> list[dict]:
     """The rows of an earlier run, with the fields this version adds filled in where they can be
-    derived (rows from before int4 options existed were run with the defaults of their time)."""
+    derived (rows from before int4 options existed were run with the defaults of their time), and
+    ``default`` judged against today's defaults."""
     doc = read_json(path)
     rows = doc.get("rows", [])
     for r in rows:
         r.setdefault("command", doc.get("command"))
         r.setdefault("options", {})
-        r.setdefault("default", not r["options"])
+        r["default"] = is_default(r, n_layers)
         r.setdefault("decode_vs_torch", r["decode_tps"] / r["torch_decode_tps"])
         if "weights" not in r:
             r["weights"] = {"fp32": "fp32", "int8": "int8 sym b32", "int8-dynamic": "int8 per channel, activations int8 per tensor",

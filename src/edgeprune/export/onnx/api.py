@@ -38,7 +38,10 @@ BLOCK_SIZES = (16, 32, 64, 128, 256)  # MatMulNBits: a power of two >= 16
 INT4_LM_HEAD = ("int8", "int4", "fp32")
 INT4_MIXES = ("edges+down", "edges", "down", "none")
 INT4_EMBEDDINGS = ("int8", "fp32")
-INT4_OPTIONS = ("int4_lm_head", "int4_symmetric", "int4_mix", "int4_embedding", "int4_edge_layers")
+INT4_ALGOS = ("rtn", "k_quant", "hqq")
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations
+INT4_OPTIONS = ("int4_lm_head", "int4_symmetric", "int4_mix", "int4_embedding", "int4_edge_layers", "int4_algo",
+                "int4_accuracy_level")  # fmt: skip
 OPSET = 18
 # Protobuf cannot serialise a message over 2 GiB; stay clear of it (the graph itself adds bytes).
 EXTERNAL_DATA_BYTES = 1_800_000_000
@@ -55,12 +58,16 @@ class OnnxExportConfig(ExportConfig):
     exporter: str = "dynamo"  # "torchscript" is the fallback when dynamo fails, and ~10x faster
     # int4 only (see quantize.py and bench/results/onnx_roundtrip.md for what each costs):
     int4_lm_head: str = "int8"  # the lm_head of an int4 graph: int8 | int4 | fp32
-    # symmetric blocks map the largest-magnitude weight to -8 exactly; zero points (False) measured
-    # no better on SmolLM2-135M, and cost bytes
-    int4_symmetric: bool = True
+    # rtn only: symmetric blocks map the largest-magnitude weight to -8 exactly; False adds a zero
+    # point per block. None: the algorithm's own (rtn symmetric; k_quant and hqq always have zero points)
+    int4_symmetric: bool | None = None
     int4_mix: str = "edges+down"  # which projections keep 8 bits in an int4 graph (quantize.INT4_MIXES)
     int4_embedding: str = "int8"  # the token embedding table of an int4 graph: int8 (per row) | fp32
     int4_edge_layers: int | None = None  # "edges" of int4_mix: this many layers on each side (None: ceil(layers / 6))
+    int4_algo: str = "rtn"  # how 4-bit codes are chosen: rtn | k_quant | hqq (quantize.INT4_METHODS)
+    # MatMulNBits' accuracy_level: 4 quantizes activations to int8 per block of K on CPU (fastest);
+    # 0 leaves it unset, which computes in float
+    int4_accuracy_level: int = 4
 
     FORMAT: ClassVar[str] = "ONNX"
     LOWERCASE: ClassVar[tuple[str, ...]] = ("quant",)
@@ -78,10 +85,15 @@ class OnnxExportConfig(ExportConfig):
         problems += unknown_choice("int4 lm_head precision", self.int4_lm_head, INT4_LM_HEAD)
         problems += unknown_choice("int4 mix", self.int4_mix, INT4_MIXES)
         problems += unknown_choice("int4 embedding precision", self.int4_embedding, INT4_EMBEDDINGS)
+        problems += unknown_choice("int4 algorithm", self.int4_algo, INT4_ALGOS)
+        if isinstance(self.int4_accuracy_level, bool) or self.int4_accuracy_level not in ACCURACY_LEVELS:
+            problems.append(f"int4_accuracy_level must be one of {', '.join(map(str, ACCURACY_LEVELS))}, got {self.int4_accuracy_level!r}")
         if self.int4_edge_layers is not None and (isinstance(self.int4_edge_layers, bool) or not isinstance(self.int4_edge_layers, int) or self.int4_edge_layers < 0):
             problems.append(f"int4_edge_layers must be a whole number >= 0 or None, got {self.int4_edge_layers!r}")
-        if not isinstance(self.int4_symmetric, bool):
+        if self.int4_symmetric is not None and not isinstance(self.int4_symmetric, bool):
             problems.append(f"int4_symmetric must be true or false, got {self.int4_symmetric!r}")
+        elif self.int4_symmetric and self.int4_algo != "rtn" and self.int4_algo in INT4_ALGOS:
+            problems.append(f"int4 algorithm {self.int4_algo!r} always stores zero points: int4_symmetric applies to rtn only")
         int4 = {f: getattr(self, f) for f in INT4_OPTIONS}
         if self.quant != "int4" and int4 != {f: getattr(OnnxExportConfig, f) for f in INT4_OPTIONS}:
             problems.append(f"{', '.join(INT4_OPTIONS)} apply to quant int4, not {self.quant!r}: leave them out")
@@ -96,10 +108,12 @@ def export_onnx(
     quant: str | None = None,
     block_size: int = 32,
     int4_lm_head: str = "int8",
-    int4_symmetric: bool = True,
+    int4_symmetric: bool | None = None,
     int4_mix: str = "edges+down",
     int4_embedding: str = "int8",
     int4_edge_layers: int | None = None,
+    int4_algo: str = "rtn",
+    int4_accuracy_level: int = 4,
     exporter: str = "dynamo",
     verify: bool = True,
     overwrite: bool = False,
@@ -112,15 +126,17 @@ def export_onnx(
     ``present.{i}.key/value``; batch, sequence and past lengths are dynamic. ``quant``: None or
     "fp32"; "int8" (weight-only, MatMulNBits); "int8-dynamic" (int8 weights and activations,
     MatMulInteger: standard ops, less accurate); "int4" (weight-only MatMulNBits; ``int4_lm_head``,
-    ``int4_mix``, ``int4_symmetric`` and ``int4_embedding`` set what keeps more bits, see
-    quantize.py) — ``block_size`` weights per scale. ``exporter``: "dynamo" (falls back to "torchscript" if it fails) or
+    ``int4_mix``, ``int4_edge_layers`` and ``int4_embedding`` set what keeps more bits,
+    ``int4_algo`` and ``int4_symmetric`` how the 4-bit codes are chosen, ``int4_accuracy_level``
+    how the kernel computes, see quantize.py) — ``block_size`` weights per scale. ``exporter``: "dynamo" (falls back to "torchscript" if it fails) or
     "torchscript". With ``verify`` the graph is run in onnxruntime (``threads`` threads) against
     the torch model before the folder is renamed into place. Returns the export report, also
     written as ``export_report.json`` in the folder.
     """
     cfg, out = preflight(out_dir, quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
                          int4_mix=int4_mix, int4_embedding=int4_embedding, int4_edge_layers=int4_edge_layers,
-                         exporter=exporter, verify=verify, overwrite=overwrite)  # fmt: skip
+                         int4_algo=int4_algo, int4_accuracy_level=int4_accuracy_level, exporter=exporter, verify=verify,
+                         overwrite=overwrite)  # fmt: skip
     lm = prepare_model(model)
     threads = threads or os.cpu_count() or 1
     try:
@@ -130,14 +146,15 @@ def export_onnx(
 
 
 def preflight(
-    out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool = True,
+    out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool | None = None,
     int4_mix: str = "edges+down", int4_embedding: str = "int8", int4_edge_layers: int | None = None,
-    exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
+    int4_algo: str = "rtn", int4_accuracy_level: int = 4, exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
 ) -> tuple[OnnxExportConfig, Path]:
     """Every check that needs no model: the settings and the output folder. Returns (config, folder)."""
     cfg = OnnxExportConfig(quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
                            int4_mix=int4_mix, int4_embedding=int4_embedding, int4_edge_layers=int4_edge_layers,
-                           exporter=exporter, verify=verify)  # fmt: skip
+                           int4_algo=int4_algo, int4_accuracy_level=int4_accuracy_level, exporter=exporter,
+                           verify=verify)  # fmt: skip
     out = check_out_dir(out_dir, overwrite=overwrite, option=option)
     try:
         import onnx  # noqa: F401
@@ -318,8 +335,9 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             quantization = quantize.quantize_int8_dynamic(str(fp32), str(final), external_data=external)
         else:
             quantization = quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external,
-                                                  lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric,
-                                                  eight_bit=eight_bit)  # fmt: skip
+                                                  lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric is not False,
+                                                  eight_bit=eight_bit, algo=cfg.int4_algo,
+                                                  accuracy_level=cfg.int4_accuracy_level)  # fmt: skip
             quantization.update(mix=cfg.int4_mix, eight_bit_layers=_edge_layers(cfg, lm.config.num_hidden_layers),
                                 embedding=cfg.int4_embedding)  # fmt: skip
             notes.append(quantize.INT4_NOTE)
@@ -335,8 +353,10 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
     if two_four and two_four["kept"] < two_four["weights"]:
         raise EdgepruneError(
             f"{cfg.quant} quantization broke the 2:4 pattern of {two_four['weights'] - two_four['kept']} "
-            f"of {two_four['weights']} sparse weights; export this model as fp32"
-        )
+            f"of {two_four['weights']} sparse weights; "
+            + ("use int4_algo 'rtn' or 'k_quant' (their zero points are whole codes, so 0 stays 0)"
+               if cfg.quant == "int4" and cfg.int4_algo == "hqq" else "export this model as fp32")
+        )  # fmt: skip
     return used, fallback, two_four, quantization
 
 

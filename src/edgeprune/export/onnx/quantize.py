@@ -32,7 +32,9 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +53,13 @@ INT4_LM_HEAD = ("int8", "int4", "fp32")  # what the lm_head of an int4 export st
 # massive activations of small Llamas); "none" = all at 4 bits
 INT4_MIXES = ("edges+down", "edges", "down", "none")
 INT4_EMBEDDINGS = ("int8", "fp32")  # the token embedding table of an int4 export
+# how the 4-bit codes of a block are chosen (all onnxruntime's, no calibration data):
+INT4_METHODS = {
+    "rtn": "round to nearest (onnxruntime MatMulNBitsQuantizer)",
+    "k_quant": "k-quant scale and minimum search, weighted squared error (onnxruntime quant_tensor_k_quant_cpu)",
+    "hqq": "half-quadratic quantization, float zero points (onnxruntime HQQWeightOnlyQuantConfig)",
+}
+INT4_ALGOS = tuple(INT4_METHODS)
 INT4_NOTE = (
     "int4 trade-off: 4-bit blocks cost the most where errors compound or activations are large, so by default "
     "the lm_head, every projection of the outer layers and every down_proj keep 8 bits (int4_lm_head, int4_mix) "
@@ -66,24 +75,95 @@ def quantize_int8(src: str, dst: str, *, block_size: int, external_data: bool) -
 
 
 def quantize_int4(src: str, dst: str, *, block_size: int, external_data: bool, lm_head: str = "int8",
-                  symmetric: bool = True, eight_bit: Sequence[str] = ()) -> dict:  # fmt: skip
+                  symmetric: bool = True, eight_bit: Sequence[str] = (), algo: str = "rtn",
+                  accuracy_level: int = ACCURACY_LEVEL) -> dict:  # fmt: skip
     """4-bit blocks for the decoder's MatMuls except the nodes named in ``eight_bit`` (8-bit
     blocks); the lm_head at ``lm_head`` ("int8": in the 8-bit pass; "fp32": left float; "int4":
-    like the rest). Returns the settings used."""
+    like the rest). ``algo`` (INT4_ALGOS) picks how the 4-bit codes are chosen. Returns the settings used."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    head = lm_head_nodes(onnx.load(src, load_external_data=False))
-    with _quiet_quantizer():
-        body = MatMulNBitsQuantizer(src, bits=4, block_size=block_size, is_symmetric=symmetric,
-                                    accuracy_level=ACCURACY_LEVEL, op_types_to_quantize=("MatMul",),
-                                    nodes_to_exclude=list(eight_bit) + ([] if lm_head == "int4" else head))  # fmt: skip
-        body.process()
+    graph = onnx.load(src)  # weights in memory: k_quant would keep external references relative to the cwd
+    head = lm_head_nodes(graph)
+    exclude = list(eight_bit) + ([] if lm_head == "int4" else head)
+    if algo == "k_quant":
+        model = _k_quant(graph, set(exclude), block_size)
+    else:
+        with _quiet_quantizer():
+            body = MatMulNBitsQuantizer(graph, bits=4, block_size=block_size, is_symmetric=symmetric and algo == "rtn",
+                                        accuracy_level=accuracy_level or None, op_types_to_quantize=("MatMul",),
+                                        nodes_to_exclude=exclude, algo_config=_algo_config(algo, block_size))  # fmt: skip
+            body.process()
+        model = body.model.model
+    _set_accuracy_level(model, accuracy_level)  # HQQ and k_quant leave it unset
     # second pass: the float MatMuls with a constant B left are the 8-bit ones (and a "fp32" lm_head)
-    _nbits(body.model.model, dst, bits=8, block_size=block_size, symmetric=True, external_data=external_data,
-           exclude=head if lm_head == "fp32" else ())  # fmt: skip
-    return {"bits": 4, "block_size": block_size, "symmetric": symmetric, "lm_head": lm_head,
-            "accuracy_level": ACCURACY_LEVEL, "method": "round to nearest (onnxruntime MatMulNBitsQuantizer)"}  # fmt: skip
+    _nbits(model, dst, bits=8, block_size=block_size, symmetric=True, external_data=external_data,
+           exclude=head if lm_head == "fp32" else (), accuracy_level=accuracy_level)  # fmt: skip
+    return {"bits": 4, "block_size": block_size, "symmetric": symmetric and algo == "rtn", "lm_head": lm_head,
+            "algo": algo, "accuracy_level": accuracy_level, "method": INT4_METHODS[algo]}  # fmt: skip
+
+
+def _algo_config(algo: str, block_size: int):
+    """onnxruntime's config object for ``algo``; None: its default (round to nearest, DEFAULT)."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
+
+    if algo == "rtn":
+        return None
+    if algo == "hqq":
+        return mnq.HQQWeightOnlyQuantConfig(block_size=block_size, bits=4, op_types_to_quantize=("MatMul",))
+    raise ValueError(f"unknown int4 algorithm {algo!r}")
+
+
+def _k_quant(model, exclude: set[str], block_size: int):
+    """Every MatMul with a constant 2-D float B not in ``exclude`` -> a 4-bit MatMulNBits whose codes,
+    scales and zero points come from onnxruntime's k-quant search (``quant_tensor_k_quant_cpu``).
+    Packed here rather than by onnxruntime's ``rtn_quantize``, which packs the zero points across
+    rows and fails on a weight with an odd number of blocks (K = 608 at block 32, say)."""
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.neural_compressor.weight_only import quant_tensor_k_quant_cpu
+
+    inits = {t.name: t for t in model.graph.initializer}
+    new_nodes, used = [], set()
+    for node in model.graph.node:
+        b = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        w = numpy_helper.to_array(b) if b is not None and node.name not in exclude else None
+        if w is None or w.ndim != 2 or w.dtype != np.float32:
+            new_nodes.append(node)
+            used.update(node.input)
+            continue
+        k, n = w.shape
+        blocks = -(-k // block_size)
+        padded = np.zeros((blocks * block_size, n), np.float32)
+        padded[:k] = w
+        with _quiet_quantizer():
+            q, scale, zp = quant_tensor_k_quant_cpu(padded.T, 4, block_size)  # (N * blocks, block), (N * blocks, 1) x2
+        codes = q.astype(np.uint8).reshape(n, blocks, block_size)
+        packed = codes[..., 0::2] | (codes[..., 1::2] << 4)  # (N, blocks, block / 2): low nibble first
+        zp = np.pad(zp.astype(np.uint8).reshape(n, blocks), ((0, 0), (0, blocks % 2)), constant_values=8)
+        zp_packed = zp[:, 0::2] | (zp[:, 1::2] << 4)  # (N, ceil(blocks / 2)): each row padded on its own
+        base = node.input[1]
+        model.graph.initializer.extend([numpy_helper.from_array(packed, base + "_Q4"),
+                                        numpy_helper.from_array(scale.astype(np.float32).reshape(-1), base + "_scales"),
+                                        numpy_helper.from_array(zp_packed, base + "_zero_points")])  # fmt: skip
+        new_nodes.append(helper.make_node("MatMulNBits", [node.input[0], base + "_Q4", base + "_scales", base + "_zero_points"],
+                                          list(node.output), name=node.name + "_Q4", domain="com.microsoft",
+                                          K=k, N=n, bits=4, block_size=block_size))  # fmt: skip
+        used.update([node.input[0], base + "_Q4", base + "_scales", base + "_zero_points"])
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    for t in [t for t in model.graph.initializer if t.name in inits and t.name not in used]:
+        model.graph.initializer.remove(t)  # the float weights now quantized (a weight shared with a float node stays)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
+
+
+def _set_accuracy_level(model, level: int) -> None:
+    from onnx import helper
+
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits" and level and not any(a.name == "accuracy_level" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("accuracy_level", level))
 
 
 def eight_bit_nodes(owners: dict[str, str], n_layers: int, mix: str, *, edge: int | None = None) -> list[str]:
@@ -153,12 +233,13 @@ def embedding_int8(model) -> bool:
     return True
 
 
-def _nbits(model, dst: str, *, bits: int, block_size: int, symmetric: bool, external_data: bool, exclude=()) -> None:
+def _nbits(model, dst: str, *, bits: int, block_size: int, symmetric: bool, external_data: bool, exclude=(),
+           accuracy_level: int = ACCURACY_LEVEL) -> None:  # fmt: skip
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     with _quiet_quantizer():
         quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                         accuracy_level=ACCURACY_LEVEL, op_types_to_quantize=("MatMul",),
+                                         accuracy_level=accuracy_level or None, op_types_to_quantize=("MatMul",),
                                          nodes_to_exclude=list(exclude))  # fmt: skip
         quantizer.process()
         quantizer.model.save_model_to_file(dst, use_external_data_format=external_data)
@@ -185,12 +266,14 @@ def weights_label(q: dict | None) -> str:
         return "fp32"
     if q.get("activations"):
         return f"int8 per channel, activations {q['activations']}"
-    sym = "sym" if q["symmetric"] else "asym"
+    sym = q.get("algo") if q.get("algo") not in (None, "rtn") else "sym" if q["symmetric"] else "asym"
     label = f"int{q['bits']} {sym} b{q['block_size']}" + (f", lm_head {q['lm_head']}" if q["lm_head"] != f"int{q['bits']}" else "")
     if q.get("mix") not in (None, "none"):
         label += f", 8-bit {q['mix']}"
     if q.get("embedding") not in (None, "fp32"):
         label += f", embedding {q['embedding']}"
+    if q.get("accuracy_level", ACCURACY_LEVEL) != ACCURACY_LEVEL:
+        label += f", accuracy_level {q['accuracy_level']}"
     return label
 
 
@@ -213,13 +296,16 @@ def quantize_int8_dynamic(src: str, dst: str, *, external_data: bool) -> dict:
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """onnxruntime's quantizers log every node at INFO on the root logger (and raise its level);
-    mute logging below ERROR for the call and put the root logger back as it was."""
+    """onnxruntime's quantizers log every node at INFO on the root logger (and raise its level), and
+    k_quant prints a progress bar; mute logging below ERROR and stdout for the call and put the root
+    logger back as it was."""
     root = logging.getLogger()
     level, handlers, disabled = root.level, list(root.handlers), logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        yield
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # HQQ: torch.from_numpy on read-only arrays
+            yield
     finally:
         logging.disable(disabled)
         root.setLevel(level)
@@ -269,10 +355,21 @@ def quantized_zero_masks(model) -> dict[str, np.ndarray]:
             zp_name = node.input[3] if len(node.input) > 3 else ""
             zp = numpy_helper.to_array(inits[zp_name]) if zp_name in inits else None
             b = numpy_helper.to_array(inits[node.input[1]])
-            masks[_base_name(node.input[1], f"_Q{attrs['bits']}")] = sparsity.matmul_nbits_zero_mask(
-                b, zp, attrs["K"], attrs["N"], attrs["block_size"], bits=attrs["bits"]
-            )
+            name = re.sub(r"_Q\d+(G\d+)?$", "", node.input[1])  # <name>_Q4 (rtn, hqq), <name>_Q4G32 (k_quant)
+            if zp is not None and zp.dtype.kind == "f":  # hqq: float zero points, 0 only where code == zp exactly
+                masks[name] = _float_zp_zero_mask(b, zp, attrs["K"], attrs["N"], attrs["block_size"], attrs["bits"])
+            else:
+                masks[name] = sparsity.matmul_nbits_zero_mask(b, zp, attrs["K"], attrs["N"], attrs["block_size"],
+                                                              bits=attrs["bits"])  # fmt: skip
     return masks
+
+
+def _float_zp_zero_mask(b_packed: np.ndarray, zp: np.ndarray, k: int, n: int, block: int, bits: int) -> np.ndarray:
+    """``[K, N]`` "dequantizes to 0" of a MatMulNBits weight whose zero points are floats ``[N * blocks]``."""
+    codes = sparsity.unpack_uint4(b_packed) if bits == 4 else np.asarray(b_packed, np.uint8)
+    codes = codes.reshape(n, -1)[:, :k].astype(np.float32)  # (N, K): drop K padding
+    zp_per_elem = np.repeat(zp.reshape(n, -1), block, axis=1)[:, :k]  # (N, K)
+    return (codes == zp_per_elem).T
 
 
 def _base_name(name: str, suffix: str) -> str:

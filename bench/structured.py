@@ -16,7 +16,11 @@ model, calibration, importance; evaluation not yet run).
 Every row runs in its own process (so peak RSS is per row) with ``--threads`` torch threads;
 results merge into ``bench/results/structured.json`` (rows already there are kept and skipped
 unless ``--fresh``), with a markdown table and a plot of per-layer kept widths beside it.
-Calibration is data-free: text the dense model samples itself (seeded, cached), never WikiText-2.
+Calibration (``--calib``) and training text (``--train-data``): text the dense model samples itself
+(``self``, seeded, cached; the default), ``shakespeare``, ``wikitext2-valid`` or a file; never the
+WikiText-2 test file (the evaluation set, refused by ``calibration_windows``). Rows carry ``calib``
+(source and pool size) and, when trained, ``train_data``: rows with different data sit side by side.
+``--seeds 1,2`` re-runs the planned rows with other draws (pool and per-mini-step windows).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("magnitude-uniform", "taylor-uniform", "flap", "adapt")
 TARGETS = (0.2, 0.35, 0.5)
-COLUMNS = ("method", "target", "seed", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "params", "block_params",
+COLUMNS = ("method", "calib", "target", "seed", "train_data", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "params", "block_params",
            "removed_fraction", "wall_s", "peak_rss_mb", "prune_peak_rss_mb")  # fmt: skip
 
 
@@ -50,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--train-targets", default="0.25", help="targets of the trained rows (the figure is at 0.25)")
     p.add_argument("--train-tokens", type=int, default=163840, help="recovery budget (tokens, all stages)")
     p.add_argument("--train-stages", type=int, default=5, help="prune-then-train stages (~5%% of parameters each)")
-    p.add_argument("--train-pool", type=int, default=256, help="self-generated training windows (repeated if fewer than the budget)")
+    p.add_argument("--train-pool", type=int, default=256, help="training windows, split evenly over the --train-data sources (repeated if fewer than the budget)")
+    p.add_argument("--train-data", default="self", help="training text: comma-separated sources (self, shakespeare, wikitext2-valid, files)")
     p.add_argument("--train-lr", type=float, default=1e-4)
     p.add_argument("--train-curve", default="0.34,0.67", help="fractions of the last stage at which to measure a short ppl")
     p.add_argument("--train-curve-windows", type=int, default=4)
@@ -66,7 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "structured.json"))
     p.add_argument("--fresh", action="store_true", help="recompute rows already in the JSON")
-    p.add_argument("--seeds", default="", help="re-run the planned rows with this calibration-draw seed (noise check)")
+    p.add_argument("--seeds", default="", help="re-run the planned rows with these calibration-draw seeds, e.g. 1,2 (noise check)")
     p.add_argument("--tiny", action="store_true", help="a tiny random model and tiny settings: check the pipeline")
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row, print JSON
     args = p.parse_args(argv)
@@ -117,6 +122,25 @@ def _short_ppl(model, tok, args, windows: int) -> float:
         model.train(was)
 
 
+def _train_windows(tok, model, args):
+    """``--train-pool`` windows split evenly over the ``--train-data`` sources (seed 1), concatenated."""
+    import torch
+
+    from edgeprune.compress.calib import TokenWindows, calibration_windows
+
+    sources = [x.strip() for x in args.train_data.split(",") if x.strip()]
+    parts = [calibration_windows(tok, src, n_windows=args.train_pool // len(sources) + (i < args.train_pool % len(sources)),
+                                 seq_len=args.seq_len, seed=1, model=model, progress=False)
+             for i, src in enumerate(sources)]  # fmt: skip
+    if len(parts) == 1:
+        return parts[0]
+    return TokenWindows(torch.cat([p.ids for p in parts]), " + ".join(p.source for p in parts))
+
+
+def _calib_label(args) -> str:
+    return f"{args.calib} ({args.calib_pool}x{args.seq_len})"
+
+
 def _done(rep, gen_s: float, step) -> dict:
     return dict(
         wall_s=rep.wall_s, data_gen_s=gen_s, prune_peak_rss_mb=rep.peak_rss_mb,
@@ -154,16 +178,15 @@ def run_row(spec: dict, args) -> list[dict]:
             row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
             return [row]
         t0 = time.perf_counter()
-        calib = calibration_windows(tok, args.calib, n_windows=args.calib_pool, seq_len=args.seq_len, seed=0,
-                                    model=model, progress=False)  # fmt: skip
+        calib = calibration_windows(tok, args.calib, n_windows=args.calib_pool, seq_len=args.seq_len,
+                                    seed=int(spec.get("seed") or 0), model=model, progress=False)  # fmt: skip
         train = train_data = None
         extra = {}
         if spec["train_tokens"]:
             train = TrainConfig(tokens=spec["train_tokens"], batch_size=4, lr=args.train_lr, kd_alpha=1.0, kd_temperature=1.0,
                                 train_dtype=args.calib_dtype, freeze_embeddings=True)  # fmt: skip
-            train_data = calibration_windows(tok, "self", n_windows=args.train_pool, seq_len=args.seq_len, seed=1,
-                                             model=model, progress=False)  # fmt: skip
-            extra["train_data"] = train_data.describe()
+            train_data = _train_windows(tok, model, args)
+            extra["train_data_detail"] = train_data.describe()
             extra["train_curve_dense_ppl"] = _short_ppl(model, tok, args, args.train_curve_windows)  # the curve's reference
         gen_s = time.perf_counter() - t0
         targets = sorted(spec.get("snapshots", []) + [spec["target"]])
@@ -201,6 +224,11 @@ def run_row(spec: dict, args) -> list[dict]:
                 pruned = torch.load(pruned, weights_only=False)
             snap_step = StructuredPrune.from_dict({**step.to_dict(), "target": target})
             row = dict(spec, target=target, **extra)
+            if spec["method"] != "magnitude-uniform":  # magnitude uses no data
+                row["calib"] = _calib_label(args)
+            if spec["train_tokens"]:
+                row["train_data"] = args.train_data
+                row["calib"] = _calib_label(args)
             row.pop("snapshots", None)
             row.update(_done(prep, gen_s, snap_step))
             if len(targets) > 1:
@@ -231,9 +259,9 @@ def plan(args) -> list[dict]:
                 continue
             for target in targets:
                 rows.append({"method": method, "target": target, "train_tokens": 0})
-    for seed in [int(x) for x in args.seeds.split(",") if x] if args.seeds else []:  # calibration-draw noise
-        rows = [r for r in rows if r["method"] != "dense"]
-        rows = [dict(r, seed=seed) for r in rows] if seed else rows
+    seeds = [int(x) for x in args.seeds.split(",") if x] if args.seeds else []
+    if seeds:  # calibration-draw noise: the planned rows once per seed (seed 0 = the rows without a seed)
+        rows = [dict(r, seed=seed) if seed else r for seed in seeds for r in rows if r["method"] != "dense"]
     if args.train_only:
         for target in map(float, args.train_targets.split(",")):
             rows.append({"method": "adapt", "target": target, "train_tokens": args.train_tokens, "stages": args.train_stages})
@@ -241,7 +269,18 @@ def plan(args) -> list[dict]:
 
 
 def _key(r: dict) -> tuple:
-    return (r["method"], round(float(r["target"]), 4), int(r.get("train_tokens") or 0), int(r.get("seed") or 0))
+    return (r["method"], round(float(r["target"]), 4), int(r.get("train_tokens") or 0), int(r.get("seed") or 0),
+            r.get("calib") or "", r.get("train_data") or "")
+
+
+def _spec_key(spec: dict, target: float, args) -> tuple:
+    """The key the row(s) of ``spec`` will have (so already-measured rows are skipped)."""
+    row = dict(spec, target=target)
+    if spec["method"] != "magnitude-uniform" and spec["method"] != "dense":
+        row["calib"] = _calib_label(args)
+    if spec["train_tokens"]:
+        row.update(calib=_calib_label(args), train_data=args.train_data)
+    return _key(row)
 
 
 def _document(rows: list[dict], args) -> dict:
@@ -251,13 +290,13 @@ def _document(rows: list[dict], args) -> dict:
             "target_counts": "decoder-block parameters (attention, MLP, their norms); embeddings excluded",
             "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, first {args.ppl_windows} windows",
             "zeroshot": f"7 tasks, limit {args.zs_limit} docs per task (seed 1234)",
-            "calibration": f"{args.calib}: pool {args.calib_pool} x {args.seq_len} tokens, {args.calib_windows} "
-            f"windows per pass / mini-step, matmuls in {args.calib_dtype}",
+            "calibration": f"per row (`calib`: source (pool windows x tokens)); {args.calib_windows} windows drawn from "
+            f"the pool per pass / mini-step (seed = `seed`, blank = 0), matmuls in {args.calib_dtype}; magnitude uses no data",
             "adapt": "one run to the largest target; the smaller targets are snapshots of it (the same mini-steps a run "
             "to that target takes; wall_s = time at which each was reached)" if not args.adapt_separate else "one run per target",
             "training": f"trained rows: {args.train_stages} prune-then-train stages, KD from the dense model (KL, T=1), "
             f"AdamW lr {args.train_lr:g} WSD, batch 4 x {args.seq_len}, {args.calib_dtype} autocast, embeddings frozen, "
-            f"on {args.train_pool} self-generated windows",
+            f"on {args.train_pool} windows of the row's `train_data` (split evenly over its sources)",
             "threads": args.threads,
         },
     }  # fmt: skip
@@ -282,7 +321,8 @@ def merge_row(path: Path, row: dict, args) -> dict:
                 r["dense_ppl"] = dense["ppl"]
                 r["ppl_ratio"] = r["ppl"] / dense["ppl"]
         order = {m: i for i, m in enumerate(("dense",) + METHODS)}
-        rows.sort(key=lambda r: (r["target"], int(r.get("train_tokens") or 0), order.get(r["method"], 99), r.get("seed") or 0))
+        rows.sort(key=lambda r: (r["target"], int(r.get("train_tokens") or 0), r.get("calib") or "", order.get(r["method"], 99),
+                                 r.get("seed") or 0))
         doc = _document(rows, args)
         _write(path, doc)
     return doc
@@ -331,7 +371,8 @@ def plot(doc: dict, png: Path) -> None:
     fig, axes = plt.subplots(2, len(targets), figsize=(5 * len(targets), 7), squeeze=False, sharey="row")
     for j, t in enumerate(targets):
         for r in [r for r in rows if r["target"] == t]:
-            label = r["method"] + (f" +train {r['train_tokens'] // 1000}k tok" if r.get("train_tokens") else "")
+            label = r["method"] + (f" [{r['calib']}]" if r.get("calib") else "")
+            label += f" +train {r['train_tokens'] // 1000}k tok ({r.get('train_data', 'self')})" if r.get("train_tokens") else ""
             ff0 = dense["intermediate"] if dense else [max(r["intermediate"])] * len(r["intermediate"])
             kv0 = dense["kv_heads"] if dense else [max(r["kv_heads"])] * len(r["kv_heads"])
             axes[0][j].plot([f / f0 for f, f0 in zip(r["intermediate"], ff0)], marker=".", label=label)
@@ -356,7 +397,7 @@ def main(argv=None) -> int:
     done = {_key(r) for r in _read(out).get("rows", [])} if not args.fresh else set()
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     for spec in plan(args):
-        keys = [_key(dict(spec, target=t)) for t in spec.get("snapshots", []) + [spec["target"]]]
+        keys = [_spec_key(spec, t, args) for t in spec.get("snapshots", []) + [spec["target"]]]
         if all(k in done for k in keys):
             print(f"skip {spec} (already in {out})", flush=True)
             continue

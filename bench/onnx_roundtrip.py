@@ -290,6 +290,7 @@ def is_default(r: dict, n_layers: int) -> bool:
     does by default now: the rows the issue's figures judge. Reports from before an option existed
     lack it and ran what is its "off" value now (rtn, accuracy level 4)."""
     from edgeprune.export.onnx import OnnxExportConfig
+    from edgeprune.export.onnx.api import DEFAULT_INT4_ALGO
 
     d, quant, q = OnnxExportConfig(), r["quant"], r.get("quantization")
     if quant in ("fp32", "int8-dynamic"):
@@ -298,10 +299,10 @@ def is_default(r: dict, n_layers: int) -> bool:
         return r.get("block_size") == d.block_size
     if q is None or q.get("block_size") != d.block_size:
         return False
-    algo = q.get("algo", "rtn")
+    algo = d.int4_algo or DEFAULT_INT4_ALGO
     symmetric = algo == "rtn" if d.int4_symmetric is None else d.int4_symmetric
-    return (algo, q["symmetric"], q["lm_head"], q.get("mix"), q.get("embedding"), q.get("eight_bit_layers"),
-            q.get("accuracy_level", 4)) == (d.int4_algo, symmetric, d.int4_lm_head, d.int4_mix, d.int4_embedding,
+    return (q.get("algo", "rtn"), q["symmetric"], q["lm_head"], q.get("mix"), q.get("embedding"), q.get("eight_bit_layers"),
+            q.get("accuracy_level", 4)) == (algo, symmetric, d.int4_lm_head, d.int4_mix, d.int4_embedding,
             math.ceil(n_layers / 6) if d.int4_edge_layers is None else d.int4_edge_layers, d.int4_accuracy_level)  # fmt: skip
 
 
@@ -337,10 +338,11 @@ def figures_of(rows: list[dict]) -> Checks:
                          f"(prefill {r['prefill_tps']:.0f} vs {r['torch_prefill_tps']:.0f})")  # fmt: skip
         elif q in PPL_BUDGET and r["default"] and r["ppl_vs_fp32"] is not None:
             checks.check(f"{m} {q} ppl within {PPL_BUDGET[q]:.0%} of fp32", r["ppl_vs_fp32"] <= PPL_BUDGET[q],
-                         f"{r['ort_ppl']:.3f} ({r['ppl_vs_fp32']:+.2%}), {r['bytes'] / 1e6:.0f} MB, {r['weights']}")  # fmt: skip
+                         f"{r['ort_ppl']:.3f} ({r['ppl_vs_fp32']:+.2%}), {r['bytes'] / 1e6:.0f} MB, {r['weights']}; "
+                         f"decode {r['decode_tps']:.1f} t/s (torch eager {r['torch_decode_tps']:.1f} in the same run)")  # fmt: skip
         elif r["ppl_vs_fp32"] is not None:
             checks.info(f"{m} {q} {r['weights']}: ppl {r['ort_ppl']:.3f} ({r['ppl_vs_fp32']:+.2%} vs fp32), "
-                        f"{r['bytes'] / 1e6:.0f} MB")  # fmt: skip
+                        f"{r['bytes'] / 1e6:.0f} MB, decode {r['decode_tps']:.1f} t/s")  # fmt: skip
     return checks
 
 

@@ -135,6 +135,19 @@ def test_symmetric_applies_to_rtn_only():
         OnnxExportConfig(quant="int8", int4_algo="hqq")
     with pytest.raises(EdgepruneError, match="int4_accuracy_level must be one of 0, 1, 2, 3, 4"):
         OnnxExportConfig(quant="int4", int4_accuracy_level=5)
+    assert OnnxExportConfig(quant="int4").int4_algo is None  # resolved at export: hqq, or rtn (see below)
+
+
+def test_default_algo_is_hqq_and_rtn_for_symmetric_or_2_4(tmp_path):
+    report = export_onnx(tiny_llama(), tmp_path / "a", quant="int4", exporter="torchscript", verify=False)
+    assert report.quantization["algo"] == "hqq" and report.weights.startswith("int4 hqq b32")
+    report = export_onnx(tiny_llama(), tmp_path / "b", quant="int4", int4_symmetric=True, exporter="torchscript",
+                         verify=False)  # fmt: skip
+    assert (report.quantization["algo"], report.quantization["symmetric"]) == ("rtn", True)
+    report = export_onnx(_two_four(tiny_per_layer(seed=1)), tmp_path / "c", quant="int4", exporter="torchscript",
+                         threads=1)  # fmt: skip
+    assert report.quantization["algo"] == "rtn" and report.sparsity_2_4 == {"weights": 21, "kept": 21}
+    assert any(n.startswith("int4 codes by rtn, not hqq") for n in report.notes)
 
 
 # -- CLI ---------------------------------------------------------------------------------------------

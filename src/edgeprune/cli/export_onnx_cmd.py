@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     from edgeprune.export.onnx.api import BLOCK_SIZES, EXPORTERS, INT4_ALGOS, INT4_EMBEDDINGS, INT4_LM_HEAD, INT4_MIXES, QUANTS
-    from edgeprune.export.onnx.api import ACCURACY_LEVELS, OnnxExportConfig
+    from edgeprune.export.onnx.api import ACCURACY_LEVELS, DEFAULT_INT4_ALGO, OnnxExportConfig
 
     p = sub.add_parser(
         "onnx",
@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                    help=f"int8/int4 weights per scale, one of {', '.join(map(str, BLOCK_SIZES))} (default 32)")  # fmt: skip
     q4 = p.add_argument_group("int4 options (with --quant int4; the defaults are measured in bench/results/onnx_roundtrip.md)")
     q4.add_argument("--int4-algo", default=None, metavar="A",
-                    help=f"how the 4-bit codes are chosen: {', '.join(INT4_ALGOS)} (default {OnnxExportConfig.int4_algo})")
+                    help=f"how the 4-bit codes are chosen: {', '.join(INT4_ALGOS)} (default {DEFAULT_INT4_ALGO}; rtn for "
+                         "2:4-sparse weights, or with --int4-symmetric/--int4-asymmetric)")  # fmt: skip
     q4.add_argument("--int4-lm-head", default=None, metavar="P",
                     help=f"the lm_head's precision: {', '.join(INT4_LM_HEAD)} (default {OnnxExportConfig.int4_lm_head})")
     q4.add_argument("--int4-mix", default=None, metavar="M",

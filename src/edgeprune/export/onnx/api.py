@@ -39,6 +39,9 @@ INT4_LM_HEAD = ("int8", "int4", "fp32")
 INT4_MIXES = ("edges+down", "edges", "down", "none")
 INT4_EMBEDDINGS = ("int8", "fp32")
 INT4_ALGOS = ("rtn", "k_quant", "hqq")
+# int4_algo=None: hqq (on SmolLM2-135M +0.1% ppl vs rtn's +7.5%, see quantize.py), but rtn where the graph
+# has 2:4-sparse weights (hqq's float zero points do not keep zeros) or int4_symmetric is given (an rtn option)
+DEFAULT_INT4_ALGO = "hqq"
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations
 INT4_OPTIONS = ("int4_lm_head", "int4_symmetric", "int4_mix", "int4_embedding", "int4_edge_layers", "int4_algo",
                 "int4_accuracy_level")  # fmt: skip
@@ -64,7 +67,8 @@ class OnnxExportConfig(ExportConfig):
     int4_mix: str = "edges+down"  # which projections keep 8 bits in an int4 graph (quantize.INT4_MIXES)
     int4_embedding: str = "int8"  # the token embedding table of an int4 graph: int8 (per row) | fp32
     int4_edge_layers: int | None = None  # "edges" of int4_mix: this many layers on each side (None: ceil(layers / 6))
-    int4_algo: str = "rtn"  # how 4-bit codes are chosen: rtn | k_quant | hqq (quantize.INT4_METHODS)
+    # how 4-bit codes are chosen: rtn | k_quant | hqq (quantize.INT4_METHODS); None: see DEFAULT_INT4_ALGO
+    int4_algo: str | None = None
     # MatMulNBits' accuracy_level: 4 quantizes activations to int8 per block of K on CPU (fastest);
     # 0 leaves it unset, which computes in float
     int4_accuracy_level: int = 4
@@ -85,14 +89,15 @@ class OnnxExportConfig(ExportConfig):
         problems += unknown_choice("int4 lm_head precision", self.int4_lm_head, INT4_LM_HEAD)
         problems += unknown_choice("int4 mix", self.int4_mix, INT4_MIXES)
         problems += unknown_choice("int4 embedding precision", self.int4_embedding, INT4_EMBEDDINGS)
-        problems += unknown_choice("int4 algorithm", self.int4_algo, INT4_ALGOS)
+        if self.int4_algo is not None:
+            problems += unknown_choice("int4 algorithm", self.int4_algo, INT4_ALGOS)
         if isinstance(self.int4_accuracy_level, bool) or self.int4_accuracy_level not in ACCURACY_LEVELS:
             problems.append(f"int4_accuracy_level must be one of {', '.join(map(str, ACCURACY_LEVELS))}, got {self.int4_accuracy_level!r}")
         if self.int4_edge_layers is not None and (isinstance(self.int4_edge_layers, bool) or not isinstance(self.int4_edge_layers, int) or self.int4_edge_layers < 0):
             problems.append(f"int4_edge_layers must be a whole number >= 0 or None, got {self.int4_edge_layers!r}")
         if self.int4_symmetric is not None and not isinstance(self.int4_symmetric, bool):
             problems.append(f"int4_symmetric must be true or false, got {self.int4_symmetric!r}")
-        elif self.int4_symmetric and self.int4_algo != "rtn" and self.int4_algo in INT4_ALGOS:
+        elif self.int4_symmetric and self.int4_algo in ("k_quant", "hqq"):
             problems.append(f"int4 algorithm {self.int4_algo!r} always stores zero points: int4_symmetric applies to rtn only")
         int4 = {f: getattr(self, f) for f in INT4_OPTIONS}
         if self.quant != "int4" and int4 != {f: getattr(OnnxExportConfig, f) for f in INT4_OPTIONS}:
@@ -112,7 +117,7 @@ def export_onnx(
     int4_mix: str = "edges+down",
     int4_embedding: str = "int8",
     int4_edge_layers: int | None = None,
-    int4_algo: str = "rtn",
+    int4_algo: str | None = None,
     int4_accuracy_level: int = 4,
     exporter: str = "dynamo",
     verify: bool = True,
@@ -148,7 +153,7 @@ def export_onnx(
 def preflight(
     out_dir: str | Path, *, quant=None, block_size: int = 32, int4_lm_head: str = "int8", int4_symmetric: bool | None = None,
     int4_mix: str = "edges+down", int4_embedding: str = "int8", int4_edge_layers: int | None = None,
-    int4_algo: str = "rtn", int4_accuracy_level: int = 4, exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
+    int4_algo: str | None = None, int4_accuracy_level: int = 4, exporter: str = "dynamo", verify: bool = True, overwrite: bool = False, option: str = "overwrite=True",
 ) -> tuple[OnnxExportConfig, Path]:
     """Every check that needs no model: the settings and the output folder. Returns (config, folder)."""
     cfg = OnnxExportConfig(quant=quant, block_size=block_size, int4_lm_head=int4_lm_head, int4_symmetric=int4_symmetric,
@@ -323,6 +328,10 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
                                                      cfg.int4_mix, edge=_edge_layers(cfg, lm.config.num_hidden_layers))  # fmt: skip
             if cfg.int4_embedding == "int8" and not quantize.embedding_int8(graph):
                 notes.append("no float embedding table found: the embedding is not quantized")
+            algo = cfg.int4_algo or ("rtn" if sparse or cfg.int4_symmetric is not None else DEFAULT_INT4_ALGO)
+            if sparse and cfg.int4_algo is None:
+                notes.append(f"int4 codes by rtn, not {DEFAULT_INT4_ALGO}: this model has 2:4-sparse weights, and "
+                             f"{DEFAULT_INT4_ALGO}'s float zero points would not keep their zeros")  # fmt: skip
         fp32 = raw / "fp32.onnx"
         # external data for this scratch copy even below 2 GB: serializing the weights inline would
         # hold a second full copy of them in memory (the quantizers read external data alike)
@@ -336,7 +345,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
         else:
             quantization = quantize.quantize_int4(str(fp32), str(final), block_size=cfg.block_size, external_data=external,
                                                   lm_head=cfg.int4_lm_head, symmetric=cfg.int4_symmetric is not False,
-                                                  eight_bit=eight_bit, algo=cfg.int4_algo,
+                                                  eight_bit=eight_bit, algo=algo,
                                                   accuracy_level=cfg.int4_accuracy_level)  # fmt: skip
             quantization.update(mix=cfg.int4_mix, eight_bit_layers=_edge_layers(cfg, lm.config.num_hidden_layers),
                                 embedding=cfg.int4_embedding)  # fmt: skip
@@ -355,7 +364,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
             f"{cfg.quant} quantization broke the 2:4 pattern of {two_four['weights'] - two_four['kept']} "
             f"of {two_four['weights']} sparse weights; "
             + ("use int4_algo 'rtn' or 'k_quant' (their zero points are whole codes, so 0 stays 0)"
-               if cfg.quant == "int4" and cfg.int4_algo == "hqq" else "export this model as fp32")
+               if cfg.quant == "int4" and (cfg.int4_algo or DEFAULT_INT4_ALGO) == "hqq" else "export this model as fp32")
         )  # fmt: skip
     return used, fallback, two_four, quantization
 

@@ -7,17 +7,26 @@
   quantized per tensor on the fly (``DynamicQuantizeLinear`` + ``MatMulInteger``): standard ONNX
   ops only, so other runtimes run it too, but one scale for a whole activation row is ruined by
   the massive activations of small Llamas (SmolLM2-135M: +80% perplexity; see the bench).
-- ``int4``: ``MatMulNBitsQuantizer(bits=4)`` — weight-only 4-bit blocks, round to nearest, mixed
-  with 8 bits where 4 costs the most (as llama.cpp's Q4_K_M keeps ``output``, ``ffn_down`` and
-  the outer layers wider). On SmolLM2-135M an all-4-bit body (lm_head 8-bit) costs ~+20-25%
-  perplexity; the defaults bring it within a few percent for ~20% more bytes than all-4-bit:
-  ``int4_lm_head="int8"`` (the largest, most sensitive matrix; 4 bits there alone add ~+12%),
-  ``int4_mix="edges+down"`` (every projection of the first and last ceil(layers / 6) layers, and
-  every ``down_proj``, whose input carries the model's massive activations, at 8 bits),
-  ``int4_symmetric=True`` (the block's largest-magnitude weight maps to -8 exactly; zero points
-  measured no better here) and ``int4_embedding="int8"`` (the embedding table, a ``Gather``, as
-  int8 with a scale per row: -75% of its bytes, ~0.1% perplexity; without it the table, float32,
-  is half of an int4 file). The measured figures are in bench/results/onnx_roundtrip.md.
+- ``int4``: ``MatMulNBitsQuantizer(bits=4)`` — weight-only 4-bit blocks, mixed with 8 bits where
+  4 costs the most (as llama.cpp's Q4_K_M keeps ``output``, ``ffn_down`` and the outer layers
+  wider): ``int4_lm_head="int8"`` (the largest, most sensitive matrix), ``int4_mix="edges+down"``
+  (every projection of the first and last ceil(layers / 6) layers, and every ``down_proj``, whose
+  input carries the model's massive activations, at 8 bits) and ``int4_embedding="int8"`` (the
+  embedding table, a ``Gather``, as int8 with a scale per row: -75% of its bytes, ~0.1%
+  perplexity; float32 it would be half of an int4 file). ``int4_algo`` chooses the 4-bit codes,
+  all data-free (INT4_METHODS): ``hqq`` (the default) optimises a float zero point per block
+  against an L0.7 error, which lets a block's outliers keep their error and fits the bulk;
+  ``rtn`` maps the block's largest magnitude to -8 (``int4_symmetric``; False adds a whole-code
+  zero point); ``k_quant`` searches scale and minimum (whole-code zero point). Measured on
+  SmolLM2-135M (bench/results/onnx_roundtrip.md, WikiText-2, 8 windows of 512), ppl vs fp32 with
+  the default mix: hqq +0.1% dense / +0.1% pruned stand-in (161 / 133 MB), rtn sym +7.5% / +10.5%
+  (154 / 129 MB), rtn asym and k_quant +24% pruned, rtn block 16 +27% pruned. The price of hqq is
+  speed: onnxruntime's CPU kernel apparently takes no int8 path with float zero points (its
+  logits barely move with accuracy_level), and decode runs ~4x slower than rtn's (14 vs 56 t/s
+  dense, 1 thread, measured in different runs on a shared host); ``int4_algo="rtn"`` is the
+  fast choice. ``int4_accuracy_level`` 4 (int8 activations per block) is no worse than 0 (float,
+  and much slower) for rtn here: +10.0% vs +10.5% pruned. A model with 2:4-sparse weights gets rtn
+  by default: hqq's float zero points do not keep its zeros.
 
 Symmetric block quantization maps 0 to 0, so 2:4-sparse weights keep their pattern. K is padded
 up to the block size, so pruned widths need not divide it. Only MatMuls whose B is a constant
@@ -63,8 +72,9 @@ INT4_ALGOS = tuple(INT4_METHODS)
 INT4_NOTE = (
     "int4 trade-off: 4-bit blocks cost the most where errors compound or activations are large, so by default "
     "the lm_head, every projection of the outer layers and every down_proj keep 8 bits (int4_lm_head, int4_mix) "
-    "and the embedding table is int8 per row (int4_embedding); all-4-bit is smaller but much less accurate on "
-    "small models: see bench/results/onnx_roundtrip.md for the perplexity and bytes of each setting"
+    "and the embedding table is int8 per row (int4_embedding); the default hqq codes are the most accurate but "
+    "decode ~4x slower than rtn's on CPU (float zero points; int4_algo='rtn' is the fast choice): see bench/results/onnx_roundtrip.md "
+    "for the perplexity, bytes and speed of each setting"
 )
 
 

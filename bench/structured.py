@@ -296,7 +296,7 @@ def _document(rows: list[dict], args) -> dict:
             "to that target takes; wall_s = time at which each was reached)" if not args.adapt_separate else "one run per target",
             "training": f"trained rows: {args.train_stages} prune-then-train stages, KD from the dense model (KL, T=1), "
             f"AdamW lr {args.train_lr:g} WSD, batch 4 x {args.seq_len}, {args.calib_dtype} autocast, embeddings frozen, "
-            f"on {args.train_pool} windows of the row's `train_data` (split evenly over its sources)",
+            "on windows of the row's `train_data` (sources and count: `train_data_detail` in the JSON)",
             "threads": args.threads,
         },
     }  # fmt: skip
@@ -381,7 +381,8 @@ def plot(doc: dict, png: Path) -> None:
         axes[1][j].set_xlabel("layer")
     axes[0][0].set_ylabel("MLP width kept (fraction)")
     axes[1][0].set_ylabel("KV groups kept (fraction)")
-    axes[0][-1].legend(fontsize=8)
+    for ax in axes[0]:  # per panel: line colours follow each panel's own row order
+        ax.legend(fontsize=6)
     fig.suptitle(f"Per-layer kept width: {doc.get('model')}")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

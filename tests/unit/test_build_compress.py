@@ -64,3 +64,29 @@ steps:
     assert manifest["config"]["step"] == "prune" and manifest["config"]["target"] == 0.3
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+@pytest.mark.parametrize("kind, shape", [("reconstruct", (64, 512)), ("nm_prune", (32, 512)), ("structured_prune", (64, 128)),
+                                         ("some_plugin_step", (64, 128))])  # fmt: skip
+def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monkeypatch):
+    # a step inside a build sees as much calibration text as the same step run from its CLI
+    import edgeprune.compress.calib as calib
+    import edgeprune.config as config
+    from edgeprune.cli.main import build_parser
+    from edgeprune.compress.calib_shapes import calib_shape
+    from edgeprune.pipeline import stages
+
+    seen = {}
+    def record(tokenizer, source, *, n_windows, seq_len, **kwargs):
+        seen["shape"] = (n_windows, seq_len, source)
+
+    monkeypatch.setattr(calib, "calibration_windows", record)
+    monkeypatch.setattr(config, "implementation", lambda cfg: lambda model, cfg, windows, progress=False: "applied")
+    cfg = type("Cfg", (), {"kind": kind})()
+    assert stages._apply_with_calibration(object(), cfg, calib=None, tokenizer=None) == "applied"
+    assert seen["shape"] == (*shape, "self") == (*calib_shape(kind), "self")
+    verbs = {"reconstruct": "reconstruct", "nm_prune": "sparsify"}
+    if kind in verbs:  # the CLI's defaults come from the same table
+        required = ["--dense", "d"] if kind == "reconstruct" else []
+        args = build_parser().parse_args([verbs[kind], "--model", "m", "--out", "o", *required])
+        assert (args.calib_windows, args.calib_seq_len) == shape

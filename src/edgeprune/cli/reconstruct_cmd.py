@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeprune.compress.calib_shapes import calib_shape
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -43,8 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, help="a reconstruct YAML file; flags given on the command line override it")
     p.add_argument("--calib", default="shakespeare", help="calibration text: shakespeare, self (dense-model-generated), "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
-    p.add_argument("--calib-windows", type=int, default=64, help="calibration windows (default 64)")
-    p.add_argument("--calib-seq-len", type=int, default=512, help="calibration window length in tokens (default 512)")
+    windows, seq_len = calib_shape("reconstruct")
+    p.add_argument("--calib-windows", type=int, default=windows, help=f"calibration windows (default {windows})")
+    p.add_argument("--calib-seq-len", type=int, default=seq_len, help=f"calibration window length in tokens (default {seq_len})")
     p.add_argument("--seed", type=int, default=None, help="seed of the calibration draw and the batch order (default 0)")
     p.add_argument("--data-dir", default=None, help="shared data directory (default ../shared/data, $EDGEPRUNE_DATA)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for this run (restored afterwards)")

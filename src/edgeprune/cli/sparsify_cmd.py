@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeprune.compress.calib_shapes import calib_shape
+
 QUANTS = {"none": None, "int4": 4, "int8": 8}
 
 
@@ -31,8 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed, for --pattern unstructured only")
     p.add_argument("--calib", default="shakespeare", help="calibration text: shakespeare, self (model-generated), "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
-    p.add_argument("--calib-windows", type=int, default=32, help="calibration windows (default 32)")
-    p.add_argument("--calib-seq-len", type=int, default=512, help="calibration window length in tokens (default 512)")
+    windows, seq_len = calib_shape("nm_prune")
+    p.add_argument("--calib-windows", type=int, default=windows, help=f"calibration windows (default {windows})")
+    p.add_argument("--calib-seq-len", type=int, default=seq_len, help=f"calibration window length in tokens (default {seq_len})")
     p.add_argument("--train", default=None, choices=["ast"], help="recover with AST sparse training")
     p.add_argument("--tokens", type=int, default=None, help="AST token budget (default 300000)")
     p.add_argument("--train-data", default="self", help="AST training text (same choices as --calib, comma-separated to mix; default self)")

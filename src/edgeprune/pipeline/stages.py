@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from edgeprune.compress.calib_shapes import DEFAULT_SHAPE, calib_shape
 from edgeprune.config import StepConfig, step_entry
 from edgeprune.errors import EdgepruneError
 
@@ -132,9 +133,9 @@ def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     return figures, {"model": "model"}
 
 
-# calibration for steps applied in a build without a dedicated in-build apply: 64 windows of 128
-# tokens (the CLI's defaults); the model's own text unless the build was given --calib
-CALIB_WINDOWS, CALIB_SEQ_LEN = 64, 128
+# calibration for steps applied in a build without a dedicated in-build apply: as many windows as
+# the step's CLI draws (compress.calib_shapes); the model's own text unless the build was given --calib
+TRAIN_SEQ_LEN = DEFAULT_SHAPE[1]  # the window length of recovery training in a build
 
 
 def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
@@ -143,7 +144,8 @@ def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=N
     from edgeprune.config import implementation
 
     fn = implementation(cfg)
-    windows = calibration_windows(tokenizer, calib or "self", n_windows=CALIB_WINDOWS, seq_len=CALIB_SEQ_LEN,
+    n_windows, seq_len = calib_shape(cfg.kind)
+    windows = calibration_windows(tokenizer, calib or "self", n_windows=n_windows, seq_len=seq_len,
                                   seed=0, model=model, progress=progress)  # fmt: skip
     kwargs = {"progress": progress}
     if "dense" in inspect.signature(fn).parameters:  # steps that fit a pruned model to its dense original
@@ -158,8 +160,8 @@ def _train_in_build(model, cfg, *, calib: str | None, tokenizer, dense=None, pro
     from edgeprune.compress.train import train
 
     original = dense() if calib is None or cfg.kd_alpha > 0 else None
-    n = max(1, min(4096, -(-cfg.tokens // CALIB_SEQ_LEN)))
-    windows = calibration_windows(tokenizer, calib or "self", n_windows=n, seq_len=CALIB_SEQ_LEN, seed=cfg.seed,
+    n = max(1, min(4096, -(-cfg.tokens // TRAIN_SEQ_LEN)))
+    windows = calibration_windows(tokenizer, calib or "self", n_windows=n, seq_len=TRAIN_SEQ_LEN, seed=cfg.seed,
                                   model=original, progress=progress)  # fmt: skip
     teacher = original if cfg.kd_alpha > 0 else None
     report = train(model, windows.ids, cfg, teacher=teacher, progress=progress)

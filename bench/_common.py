@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import resource
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from edgeprune.memory import peak_rss_mb  # noqa: F401 (the benches import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -158,11 +159,6 @@ def merge_row(path: Path, row: dict, *, key: Callable[[dict], tuple], build: Cal
         write_json_atomic(path, doc)
         write_text_atomic(path.with_suffix(".md"), md)
     return doc
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- models ----------------------------------------------------------------------------------------

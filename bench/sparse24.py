@@ -32,7 +32,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import time
 from pathlib import Path
 
 from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import peak_rss_mb  # noqa: F401 (bench/reconstruct.py imports it from here)
 from _common import read_json as _read
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +84,6 @@ def parse_args(argv=None):
         args.calib, args.calib_windows, args.calib_seq_len, args.ppl_windows = "shakespeare", 8, 64, 4
         args.zs_limit, args.zs_tasks = min(args.zs_limit, 5), "arc_easy,piqa"
     return args
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- one method (in its own process) -------------------------------------------------------------------

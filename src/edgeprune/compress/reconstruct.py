@@ -58,6 +58,7 @@ from edgeprune.compress.config import StrictConfig, check_choice, check_fraction
 from edgeprune.compress.registry import register
 from edgeprune.compress.sparse_modules import replace_module
 from edgeprune.errors import EdgepruneError
+from edgeprune.memory import PeakRss, rss_mb
 
 GRANULARITIES = ("block", "attn_mlp", "linear")
 INPUTS = ("dense", "pruned", "pruned_true")
@@ -156,48 +157,6 @@ class ReconstructReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# -- memory -------------------------------------------------------------------------------------------
-
-
-def rss_mb() -> float:
-    """Resident set size now (Linux /proc; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            import os
-
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-class PeakRss:
-    """Peak resident memory while a piece of work runs, sampled by a thread every ``interval`` s.
-
-    The kernel's VmHWM is the peak of the whole process's life: in a test session or a build that
-    already loaded bigger things it says nothing about this step, so the step samples its own."""
-
-    def __init__(self, interval: float = 0.05):
-        import threading
-
-        self.interval, self.peak = interval, rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="rss-sampler", daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_mb())
-
-    def start(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
-        return self.peak
 
 
 # -- checks before any work ---------------------------------------------------------------------------

@@ -35,8 +35,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import resource
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -51,6 +49,7 @@ from edgeprune.compress.registry import register
 from edgeprune.compress.stats import CRITERIA, collect_stats
 from edgeprune.compress.train import TrainConfig, stage_token_split, train, world
 from edgeprune.errors import EdgepruneError
+from edgeprune.memory import peak_rss_mb  # also imported from here by the sparsify CLI and bench/structured.py
 
 
 @dataclass(frozen=True)
@@ -177,11 +176,6 @@ def param_counts(model) -> tuple[int, int, int]:
 def _widths(config) -> dict:
     return {"heads": config.heads_per_layer(), "kv_heads": config.kv_heads_per_layer(),
             "intermediate": config.intermediate_per_layer()}  # fmt: skip
-
-
-def peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 # -- the step -------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from edgeprune.pipeline.plan import Plan, make_plan
 import edgeprune.pipeline.steps  # noqa: F401  (registers export / evaluate / profile)
 from edgeprune.pipeline.recipes import Recipe, parse_recipe
 from edgeprune.errors import EdgepruneError
+from edgeprune.memory import peak_rss_mb, release_memory, rss_mb
 
 BUILD_FORMAT = 1
 
@@ -228,25 +229,9 @@ def build(
 
 
 def process_memory() -> dict:
-    """This process's resident memory now and its peak so far, in MiB (Linux; empty elsewhere)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-        return {"rss_mb": int(fields["VmRSS"].split()[0]) // 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) // 1024}
-    except (OSError, KeyError, ValueError):
-        return {}
-
-
-def release_memory() -> None:
-    """Give memory freed by a finished stage back to the OS (glibc keeps freed arenas otherwise),
-    so the next stage's peak does not stack on the last one's leftovers."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    """This process's resident memory now and its peak so far, in MiB (empty where unavailable)."""
+    rss = rss_mb()
+    return {"rss_mb": int(rss), "peak_rss_mb": int(peak_rss_mb())} if rss else {}
 
 
 def _apply_outputs(ctx: BuildContext, stage_dir: Path, manifest: dict) -> None:

@@ -133,13 +133,12 @@ def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     return figures, {"model": "model"}
 
 
-# calibration for steps applied in a build without a dedicated in-build apply: as many windows as
-# the step's CLI draws (compress.calib_shapes); the model's own text unless the build was given --calib
 TRAIN_SEQ_LEN = DEFAULT_SHAPE[1]  # the window length of recovery training in a build
 
 
 def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
-    """Apply ``implementation(cfg)`` with calibration windows drawn from ``calib`` (a source name)."""
+    """Apply ``implementation(cfg)`` with calibration windows drawn from ``calib`` (a source name; None:
+    the model's own text), as many as the step's CLI draws (compress.calib_shapes)."""
     from edgeprune.compress.calib import calibration_windows
     from edgeprune.config import implementation
 

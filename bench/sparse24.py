@@ -64,7 +64,12 @@ def parse_args(argv=None):
     p.add_argument("--zs-limit", type=int, default=20, help="docs per zero-shot task (0: skip zero-shot)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--ast", action="store_true", help="run the AST training rows instead of the one-shot rows")
-    p.add_argument("--ast-init", default="sparsegpt")
+    p.add_argument("--ast-init", default="sparsegpt",
+                   help="magnitude | wanda | sparsegpt (AST's one-shot init) or <method>+recon: that mask chosen inside "
+                        "local reconstruction (bench/reconstruct.py's recipe), then AST from the reconstructed model")
+    p.add_argument("--recon-set", default='{"epochs": 2, "lr": 0.004}',
+                   help="Reconstruct settings for a +recon init, as JSON (default: bench/reconstruct.py's best row)")
+    p.add_argument("--ast-tag", default="", help="suffix of the AST row's method label (variants of one recipe)")
     p.add_argument("--ast-tokens", type=int, default=None, help="AST budget (default: SparseTrain's)")
     p.add_argument("--ast-lr", type=float, default=None)
     p.add_argument("--ast-batch", type=int, default=None)
@@ -219,7 +224,8 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     from edgeprune.compress.sparse_train import SparseTrain, concat_windows, sparse_train
     from edgeprune.models.cache import cache_root
 
-    kw = {"init": args.ast_init, "slorb": not args.ast_no_slorb}
+    recon_init = args.ast_init.split("+recon")[0] if args.ast_init.endswith("+recon") else None
+    kw = {"init": "none" if recon_init else args.ast_init, "slorb": not args.ast_no_slorb}
     if args.ast_tokens:
         kw["tokens"] = args.ast_tokens
     if args.ast_lr:
@@ -229,11 +235,19 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     if args.tiny:
         kw.update(tokens=kw.get("tokens", 4 * 64 * 8), batch_size=4)
     step = SparseTrain(**kw)
-    log = RESULTS / ("sparse24_ast_progress.jsonl" if not args.tiny else "sparse24_tiny_ast_progress.jsonl")
-    run_id = json.dumps({"step": step.to_dict(), "data": args.ast_train_data, "windows": args.ast_train_windows,
+
+    recon_cfg = None
+    if recon_init:
+        from edgeprune.compress.reconstruct import Reconstruct
+
+        recon_cfg = Reconstruct(**{**json.loads(args.recon_set or "{}"), "prune": recon_init, "pattern": "2:4"})
+    run_id = json.dumps({"step": step.to_dict(), "recon": recon_cfg.to_dict() if recon_cfg else None, "data": args.ast_train_data, "windows": args.ast_train_windows,
                          "seq": args.ast_seq_len, "calib": [args.calib, args.calib_windows, args.calib_seq_len]}, sort_keys=True)  # fmt: skip
     # a stable id (Python's hash() of a str changes with every process: a resume would never find it)
     run_hash = hashlib.sha256(run_id.encode()).hexdigest()[:12]
+    # the first recipe's log kept its old name; later recipes log under their own id (they may run side by side)
+    name = "sparse24_ast_progress" if not recon_cfg and not args.ast_tag else f"sparse24_ast_{run_hash}"
+    log = RESULTS / (f"{name}.jsonl" if not args.tiny else "sparse24_tiny_ast_progress.jsonl")
     ckpt = cache_root() / "bench" / f"sparse24-ast-{run_hash}.ckpt"
     final = ckpt.with_suffix(".final.pt")  # the trained model: the quantized rows can be redone without training
     if not ckpt.is_file() and not final.is_file():
@@ -257,6 +271,9 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
                 event({"event": "gen", "chunk": i, "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0})
     train = concat_windows(*parts)
     model = copy.deepcopy(dense)
+    recon_rep = None
+    if recon_cfg is not None:  # the reconstructed start, cached apart from AST: variants of AST share it
+        model, recon_rep = reconstructed_start(model, dense, recon_cfg, calib, args, event)
     steps = step.tokens // (step.batch_size * args.ast_seq_len)
     marks = {max(1, round(float(f) * steps)) for f in args.ast_curve.split(",") if f}
     paused = Clock()
@@ -284,7 +301,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
         event({"event": "reused", "final": str(final)})
     else:
         model, rep = sparse_train(model, step, calib, train_data=train, progress=not args.tiny, on_log=on_log,
-                                  checkpoint=ckpt, checkpoint_every=5)  # fmt: skip
+                                  checkpoint=ckpt, checkpoint_every=5, teacher=dense if recon_cfg else None)  # fmt: skip
         import torch
 
         from edgeprune.fileio import atomic_file
@@ -301,14 +318,19 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     train_cpu, train_wall = sum(e["cpu"] for e in done.values()), sum(e["wall"] for e in done.values())
     gen_tokens = 32 * args.ast_seq_len * len(gen)
     calib_cpu = gen_cpu / gen_tokens * calib.tokens if gen_tokens and args.calib == "self" else 0.0  # made earlier, cached
-    clock.cpu, clock.wall = gen_cpu + train_cpu + calib_cpu, gen_wall + train_wall + calib_cpu
-    method = f"ast({step.init})" + ("+slorb" if step.slorb else "")
+    recon_ev = [e for e in events if e.get("event") == "recon"][-1:] if recon_cfg else []
+    recon_cpu, recon_wall = (recon_ev[0]["cpu"], recon_ev[0]["wall"]) if recon_ev else (0.0, 0.0)
+    clock.cpu, clock.wall = gen_cpu + train_cpu + calib_cpu + recon_cpu, gen_wall + train_wall + calib_cpu + recon_wall
+    method = f"ast({args.ast_init})" + ("+slorb" if step.slorb else "") + (f"/{args.ast_tag}" if args.ast_tag else "")
     base = {**base, "method": method, "train_tokens": rep.tokens, "step": step.to_dict(), "train_data": train.describe(),
             "cost": {"data_gen_cpu_s": gen_cpu, "calib_gen_cpu_s_estimate": calib_cpu, "train_cpu_s": train_cpu,
                      "train_wall_s": train_wall, "note": "train_*: one-shot init + training steps (curve evaluations excluded)"},
             "train_tokens_per_cpu_s": rep.tokens / max(train_cpu, 1e-9), "sessions": sum(e.get("event") == "session" for e in events),
             "losses_first_last": [rep.losses[0], rep.losses[-1]], "mask_updates_last": rep.mask_updates[-3:],
-            "init": rep.init, "prune_s": (rep.init or {}).get("wall_s"), "curve": curve}  # fmt: skip
+            "init": rep.init, "prune_s": (rep.init or {}).get("wall_s"), "curve": curve, "progress_log": log.name}  # fmt: skip
+    if recon_cfg is not None:
+        base["cost"].update(recon_cpu_s=recon_cpu, recon_wall_s=recon_wall)
+        base.update(recon_step=recon_cfg.to_dict(), recon=recon_rep)
     row = {**base, "quant": "none"}
     row.update(evaluate(model, tok, args))
     row.update(pack_bytes(model, tok, (2, 4)))
@@ -317,11 +339,45 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     quantized_rows(base, model, tok, calib, clock, args, (2, 4), emit)
 
 
+def reconstructed_start(model, dense, cfg, calib, args, event):
+    """``model`` (a copy of ``dense``) pruned inside local reconstruction, cached under the edgeprune
+    cache by (settings, calibration); the recon's CPU cost is logged once, also when reused."""
+    import torch
+
+    from edgeprune.compress.reconstruct import reconstruct
+    from edgeprune.fileio import atomic_file
+    from edgeprune.models.cache import cache_root
+
+    key = json.dumps({"recon": cfg.to_dict(), "calib": calib.describe(), "model": args.model, "tiny": args.tiny}, sort_keys=True)
+    path = cache_root() / "bench" / f"sparse24-recon-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        event({"event": "recon", "reused": str(path), "cpu": saved["cpu"], "wall": saved["wall"]})
+        return saved["model"], saved["report"]
+    w0, c0 = time.perf_counter(), time.process_time()
+    model, rep = reconstruct(model, cfg, calib, dense=dense, progress=False)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    rep = {k: v for k, v in rep.to_dict().items() if k != "per_submodel"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, overwrite=True) as tmp:
+        torch.save({"model": model, "report": rep, "cpu": cpu, "wall": wall}, tmp)
+    event({"event": "recon", "cpu": cpu, "wall": wall, "saved": str(path)})
+    return model, rep
+
+
 # -- driver ---------------------------------------------------------------------------------------------
 
 
 def _key(r: dict) -> tuple:
     return (r["method"], r["quant"], int(r.get("train_tokens") or 0))
+
+
+def _calib_label(row: dict) -> str:
+    c = row["calibration"]
+    src = c.get("source", "?")
+    parts = ["self-generated" if p.startswith("self") else Path(p.split(" (")[0]).name for p in src.split(" + ")]
+    src = " + ".join(dict.fromkeys(parts))  # sources in order, each once (self-generated data comes in chunks)
+    return f"{src} {c.get('windows')} x {c.get('seq_len')}"
 
 
 def merge_row(path: Path, row: dict, args) -> dict:
@@ -343,7 +399,10 @@ def merge_row(path: Path, row: dict, args) -> dict:
             "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
             "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
             "zeroshot": f"{args.zs_tasks} tasks, limit {args.zs_limit} docs per task (seed 1234)",
-            "calibration": f"{args.calib}: {args.calib_windows} x {args.calib_seq_len} tokens",
+            # rows differ (the one-shot rows: self-generated; the +recon recipe: WikiText-2 validation): each row's own
+            "calibration": "per row (`calibration`): " + "; ".join(sorted({_calib_label(r) for r in rows if r.get("calibration")})),
+            "training data": "per AST row (`train_data`): " + "; ".join(sorted({_calib_label({"calibration": r["train_data"]})
+                                                                              for r in rows if r.get("train_data")})),
             "quantization": f"GPTQ, symmetric, group {args.group}, float16 scales; token embedding int8 (group {args.group})",
             "bytes": "bytes: the packed safetensors file; bytes_ratio_fp32 = FP32 model bytes / bytes; linear_ratio_fp32: "
             "decoder Linears only (values, 2:4 positions, scales, SLoRB) vs their FP32 weights",

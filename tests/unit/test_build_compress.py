@@ -90,3 +90,23 @@ def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monk
         required = ["--dense", "d"] if kind == "reconstruct" else []
         args = build_parser().parse_args([verbs[kind], "--model", "m", "--out", "o", *required])
         assert (args.calib_windows, args.calib_seq_len) == shape
+
+
+def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeypatch):
+    # after an earlier step pruned the model, a copy of the current model would teach the pruned model itself
+    import edgeprune.compress.calib as calib
+    import edgeprune.config as config
+    from edgeprune.pipeline import stages
+
+    monkeypatch.setattr(calib, "calibration_windows", lambda *a, **k: "windows")
+    got = {}
+
+    def step(model, cfg, windows, *, teacher=None, progress=False):
+        got["teacher"] = teacher
+        return model
+
+    monkeypatch.setattr(config, "implementation", lambda cfg: step)
+    dense = object()
+    cfg = type("Cfg", (), {"kind": "sparse_train"})()
+    stages._apply_with_calibration("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
+    assert got["teacher"] is dense

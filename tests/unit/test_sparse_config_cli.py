@@ -70,6 +70,8 @@ def test_cli_writes_a_packed_2_4_int4_artifact(tiny_dir, tmp_path, capsys):
      (["--pattern", "2:4", "--quant", "int4", "--group", "48"], "group size 48 does not divide the input width 64"),
      (["--method", "sparsegpt", "--calib", "wikitext2"], "is the evaluation set"),
      (["--tokens", "100"], "add --train ast"),
+     (["--method", "none"], "is for AST training: add --train ast"),
+     (["--method", "none", "--train", "ast"], "pass its dense original as --teacher"),
      (["--target", "rasberry-pi-5"], "did you mean")],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, argv, match):
@@ -105,3 +107,21 @@ def test_cli_ast_with_slorb_saves_a_merged_dense_checkpoint(tiny_dir, tmp_path, 
         torch.testing.assert_close(dense(ids).logits, packed(ids).logits, rtol=1e-4, atol=1e-4)
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert report["steps"]["sparse_train"]["slorb_params"] > 0 and "merged" in report["dense_dir"]
+
+
+def test_cli_ast_from_an_already_sparse_model_keeps_its_mask_and_distils_from_the_teacher(tiny_dir, tmp_path, capsys):
+    # the path of the best 2:4 recipe: a pruned (e.g. reconstructed) model in, its own mask kept, the dense model teaching
+    assert _run(capsys, "--model", tiny_dir, "--method", "magnitude", "--out", tmp_path / "p", "--quiet")[0] == 0
+    code, out, err = _run(capsys, "--model", tmp_path / "p", "--method", "none", "--train", "ast", "--teacher", tiny_dir,
+                          "--tokens", 128, "--batch-size", 2, "--no-slorb", "--train-data", "shakespeare",
+                          "--train-seq-len", 32, "--out", tmp_path / "a", "--quiet")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    st = report["steps"]["sparse_train"]
+    assert report["method"] == "ast (init none)" and st["init"] is None and st["losses"][0]["kl"] > 0
+    before, _ = load_packed(tmp_path / "p")
+    after, _ = load_packed(tmp_path / "a")
+    for (name, a), (_, b) in zip(before.named_modules(), after.named_modules()):
+        if name.endswith("_proj"):  # 2 steps (< mask_every): the given mask is kept, the kept weights trained
+            assert torch.equal(a.weight != 0, b.weight != 0)
+    assert not torch.equal(before.model.layers[0].mlp.up_proj.weight, after.model.layers[0].mlp.up_proj.weight)

@@ -122,6 +122,26 @@ def test_trained_slorb_model_packs_and_reloads_exactly(tmp_path):
     assert rep.bytes_by_part["slorb"] > 0
 
 
+def test_init_none_trains_an_already_sparse_model_against_the_given_teacher():
+    from edgeprune.compress.sparsify import NMPrune, nm_prune
+    from edgeprune.errors import EdgepruneError
+
+    dense = tiny_llama(num_hidden_layers=2)
+    with pytest.raises(EdgepruneError, match="not 2:4 sparse"):  # a dense model has no mask to start from
+        sparse_train(tiny_llama(num_hidden_layers=2), _cfg(init="none", slorb=False), _windows(), teacher=dense, progress=False)
+    pruned, _ = nm_prune(tiny_llama(num_hidden_layers=2), NMPrune(pattern="2:4", method="magnitude"), None, progress=False)
+    with pytest.raises(EdgepruneError, match="pass the dense model as teacher"):
+        sparse_train(pruned, _cfg(init="none"), _windows(), progress=False)
+    start = {n: m.weight.detach().clone() for n, m in pruned.named_modules() if n.endswith("_proj")}
+    model, rep = sparse_train(pruned, _cfg(init="none", slorb=False, mask_every=100), _windows(), teacher=dense, progress=False)
+    assert rep.init is None and rep.steps == 6
+    for n, m in model.named_modules():
+        if n.endswith("_proj"):  # the given mask is kept (no re-selection in 6 steps) and the kept weights trained
+            assert torch.equal(m.weight != 0, start[n] != 0)
+    assert any(not torch.equal(m.weight, start[n]) for n, m in model.named_modules() if n.endswith("_proj"))
+    assert rep.losses[0]["kl"] > 0  # distilled from the dense teacher (a copy of itself: KL 0 at the first step)
+
+
 def test_token_budget_below_one_step_is_an_error():
     from edgeprune.errors import EdgepruneError
 

@@ -29,7 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="built-in name, HF directory, .gguf or a packed artifact (default: smollm2-135m)")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
     p.add_argument("--pattern", default="2:4", help="N:M (keep N of every M inputs) or 'unstructured' (default 2:4)")
-    p.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt (default wanda)")
+    p.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt (default wanda); with --train ast also "
+                   "none: the model is already N:M sparse (e.g. from `edgeprune reconstruct --prune sparsegpt`), keep its mask")  # fmt: skip
+    p.add_argument("--teacher", default=None, help="the dense model AST distils from (default: the input model before "
+                   "pruning); required with --method none")  # fmt: skip
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed, for --pattern unstructured only")
     p.add_argument("--calib", default="shakespeare", help="calibration text: shakespeare, self (model-generated), "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
@@ -71,9 +74,11 @@ def build_steps(args):
         quant = WeightQuant(bits=QUANTS[args.quant], group_size=args.group, symmetric=not args.asym,
                             method=args.quant_method, embedding=args.embedding)  # fmt: skip
     if args.train is None and args.config is None:
-        for flag in ("tokens", "lr", "batch_size"):
+        for flag in ("tokens", "lr", "batch_size", "teacher"):
             if getattr(args, flag) is not None:
                 raise EdgepruneError(f"--{flag.replace('_', '-')} is a training setting: add --train ast")
+        if args.method == "none":
+            raise EdgepruneError("--method none (keep the model's own N:M mask) is for AST training: add --train ast")
         return NMPrune(pattern=args.pattern, method=args.method, sparsity=args.sparsity, quant=quant), None
     data: dict = {}
     if args.config:
@@ -86,7 +91,10 @@ def build_steps(args):
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.no_slorb:
         data["slorb"] = False
-    return SparseTrain.from_dict(data), quant
+    step = SparseTrain.from_dict(data)
+    if step.init == "none" and args.teacher is None and step.kd_weight > 0:
+        raise EdgepruneError("--method none trains an already pruned model: pass its dense original as --teacher")
+    return step, quant
 
 
 def where_24_pays(target: str | None) -> list[str]:
@@ -157,7 +165,10 @@ def run(args) -> int:
         else:
             model, tok = load(args.model)
         check_model(model, nm=nm, quant=quant)  # pattern / group widths: fail before any calibration
-        needs_calib = step.method != "magnitude" if not isinstance(step, SparseTrain) else step.init != "magnitude"
+        teacher = None
+        if getattr(args, "teacher", None):
+            teacher, _ = load(args.teacher)
+        needs_calib = step.method != "magnitude" if not isinstance(step, SparseTrain) else step.init not in ("magnitude", "none")
         needs_calib = needs_calib or (quant is not None and quant.method == "gptq")
         calib = None
         if needs_calib:
@@ -171,7 +182,13 @@ def run(args) -> int:
                                                               seed=args.seed + 1, model=model, data_dir=args.data_dir,
                                                               progress=progress) for src in sources])  # fmt: skip
         reports = {}
-        model, rep = compress(model, step, calib, train_data=train_data, progress=progress)
+        if teacher is not None:  # compress() has no teacher: call the step's implementation
+            from edgeprune.compress.sparse_train import sparse_train
+
+            model, rep = sparse_train(model, step, calib, train_data=train_data, teacher=teacher, progress=progress)
+            del teacher
+        else:
+            model, rep = compress(model, step, calib, train_data=train_data, progress=progress)
         reports[step.kind] = rep.to_dict()
         if quant_after is not None:
             model, qrep = compress(model, quant_after, calib, progress=progress)

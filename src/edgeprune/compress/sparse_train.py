@@ -6,7 +6,9 @@ thu-ml/Adaptive-Sparse-Trainer; notes in shared/notes/compression-methods.md sec
 1. **Initial mask.** ``init="magnitude"`` is AST's: the top-N of every M by ``|W|``, dense weights
    kept. ``init="wanda"`` / ``"sparsegpt"`` start from that one-shot result instead (calibrated
    layer by layer on ``calib``); the pruned weights then start at 0 and must regrow to win back
-   their place, so the one-shot mask is kept until training says otherwise.
+   their place, so the one-shot mask is kept until training says otherwise. ``init="none"``: the
+   model is already N:M sparse (e.g. pruned and then locally reconstructed); its zeros are the
+   first mask, and the dense teacher must be passed (a copy of a pruned model teaches nothing).
 2. **Masked training.** Every decoder Linear becomes a :class:`~edgeprune.compress.sparse_modules.MaskedLinear`:
    forward ``W ⊙ M``, straight-through gradient to the dense ``W``. Every ``mask_every`` optimizer
    steps (AST: 10) the mask is recomputed from the dense weights (top-N of M by ``|W|``); the
@@ -63,7 +65,7 @@ from edgeprune.compress.sparse_modules import MaskedLinear, SLoRBLinear, replace
 from edgeprune.compress.train import world
 from edgeprune.errors import EdgepruneError
 
-INITS = ("magnitude", "wanda", "sparsegpt")
+INITS = ("magnitude", "wanda", "sparsegpt", "none")
 TRAIN_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
@@ -74,7 +76,7 @@ class SparseTrain(StrictConfig):
     kind = "sparse_train"
 
     pattern: str = "2:4"
-    init: str = "sparsegpt"  # first mask: magnitude (AST's) | wanda | sparsegpt (one-shot on the calibration windows)
+    init: str = "sparsegpt"  # first mask: magnitude (AST's) | wanda | sparsegpt (one-shot on the calibration windows) | none (already N:M sparse)
     # training budget, all ranks together: ~0.009 CPU-s per token for the 135M model with bf16 autocast on
     # one AVX-512-BF16 core, so 300k tokens ~ 45 CPU-minutes (+ init and data): about an hour on 2 cores
     tokens: int = 300_000
@@ -327,6 +329,10 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
                                threads=torch.get_num_threads())  # fmt: skip
 
     # 1. teacher and initial mask (or the state of an interrupted run)
+    if cfg.init == "none" and teacher is None and cfg.kd_weight > 0:
+        raise EdgepruneError(
+            "init 'none' trains a model that is already pruned: pass the dense model as teacher=, or set kd_weight 0"
+        )
     if teacher is None and cfg.kd_weight > 0:
         teacher = copy.deepcopy(model)
     if teacher is not None:
@@ -338,7 +344,7 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
         wrapped = wrap_masked(model, cfg_struct)
         model.load_state_dict(resume["model"])
         report.init = resume["report"].get("init")
-    elif cfg.init != "magnitude":
+    elif cfg.init not in ("magnitude", "none"):
         init = NMPrune(pattern=cfg.pattern, method=cfg.init, slorb_k=cfg.slorb_k if cfg.slorb else 0)
         _, init_rep = nm_prune(model, init, calib, progress=progress and rank == 0)
         report.init = init_rep.to_dict()

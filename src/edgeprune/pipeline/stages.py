@@ -147,8 +147,11 @@ def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=N
     windows = calibration_windows(tokenizer, calib or "self", n_windows=n_windows, seq_len=seq_len,
                                   seed=0, model=model, progress=progress)  # fmt: skip
     kwargs = {"progress": progress}
-    if "dense" in inspect.signature(fn).parameters:  # steps that fit a pruned model to its dense original
+    params = inspect.signature(fn).parameters
+    if "dense" in params:  # steps that fit a pruned model to its dense original
         kwargs["dense"] = dense()
+    if "teacher" in params and dense is not None:  # distil from the build's input model, not from a copy of the
+        kwargs["teacher"] = dense()  # current one (already pruned when an earlier step pruned it)
     return fn(model, cfg, windows, **kwargs)
 
 

@@ -59,6 +59,10 @@ def parse_args(argv=None):
     p.add_argument("--train-lr", type=float, default=1e-4)
     p.add_argument("--train-curve", default="0.34,0.67", help="fractions of the last stage at which to measure a short ppl")
     p.add_argument("--train-curve-windows", type=int, default=4)
+    p.add_argument("--recon", default=None, help="Reconstruct settings as JSON: the trained rows become adapt+recon: prune to "
+                   "the target in one go, reconstruct locally against the dense model, then train (one stage)")  # fmt: skip
+    p.add_argument("--recon-windows", type=int, default=512, help="reconstruction calibration windows (of --recon-seq-len, from --calib)")
+    p.add_argument("--recon-seq-len", type=int, default=256)
     p.add_argument("--calib", default="self", help="calibration source (self, shakespeare, wikitext2-valid or a file)")
     p.add_argument("--calib-pool", type=int, default=64, help="calibration windows in the pool")
     p.add_argument("--calib-windows", type=int, default=32, help="windows per calibration pass / mini-step")
@@ -189,6 +193,8 @@ def run_row(spec: dict, args) -> list[dict]:
             extra["train_data_detail"] = train_data.describe()
             extra["train_curve_dense_ppl"] = _short_ppl(model, tok, args, args.train_curve_windows)  # the curve's reference
         gen_s = time.perf_counter() - t0
+        if spec["method"].endswith("+recon"):
+            return _recon_rows(model, tok, calib, train, train_data, extra, gen_s, spec, args)
         targets = sorted(spec.get("snapshots", []) + [spec["target"]])
         step = StructuredPrune(target=targets[-1], method=spec["method"], align=16 if args.tiny else 32,
                                calib_windows=args.calib_windows, calib_dtype=args.calib_dtype, stages=spec.get("stages", 1),
@@ -246,6 +252,64 @@ def run_row(spec: dict, args) -> list[dict]:
     return rows
 
 
+def _recon_rows(model, tok, calib, train_cfg, train_data, extra: dict, gen_s: float, spec: dict, args) -> list[dict]:
+    """Prune to the target in one go, reconstruct against the dense model (bench/reconstruct.py's
+    recipe), evaluate; then, with a budget, train (KD from the dense model) and evaluate again."""
+    import copy
+
+    import torch
+
+    from edgeprune.compress import StructuredPrune
+    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.compress.reconstruct import Reconstruct, reconstruct
+    from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
+    from edgeprune.compress.train import train
+
+    dense = copy.deepcopy(model)
+    c0, w0 = time.process_time(), time.perf_counter()
+    step = StructuredPrune(target=spec["target"], method=spec["method"].split("+")[0], align=16 if args.tiny else 32,
+                           calib_windows=args.calib_windows, calib_dtype=args.calib_dtype, seed=spec.get("seed", 0))  # fmt: skip
+    pruned, prep = structured_prune(model, step, calib, progress=False)
+    del model
+    prune_cpu = time.process_time() - c0
+    rcalib = calibration_windows(tok, args.calib, n_windows=args.recon_windows, seq_len=args.recon_seq_len, seed=0,
+                                 model=dense, progress=False)  # fmt: skip
+    rcfg = Reconstruct(**json.loads(args.recon))
+    pruned, rrep = reconstruct(pruned, rcfg, rcalib, dense=dense, progress=False)
+    recon = {"recon_step": rcfg.to_dict(), "recon_calib": rcalib.describe(), "recon_wall_s": rrep.wall_s,
+             "rel_mse_before": rrep.rel_mse_before, "rel_mse_after": rrep.rel_mse_after, "prune_cpu_s": prune_cpu,
+             "recon_cpu_s": time.process_time() - c0 - prune_cpu}  # fmt: skip
+    base = dict(spec, calib=_calib_label(args), **_done(prep, gen_s, step), **recon)
+    base.pop("stages", None)
+    block, total, nbytes = param_counts(pruned)
+    base.update(params=total, block_params=block, bytes=nbytes)
+    rows = []
+    row = dict(base, train_tokens=0, wall_s=time.perf_counter() - w0, cpu_s=time.process_time() - c0)
+    _evaluate(pruned, tok, args, row)
+    row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
+    rows.append(row)
+    if train_cfg is not None:
+        curve = []
+        marks = {}
+
+        def on_log(n, steps, rec, student):
+            if not marks:
+                marks.update({max(1, round(float(f) * steps)): f for f in args.train_curve.split(",") if f})
+            if n in marks:
+                curve.append({"step": n, "steps": steps, "loss": rec["loss"], "ppl": _short_ppl(student, tok, args, args.train_curve_windows)})
+
+        c1, w1 = time.process_time(), time.perf_counter()
+        trep = train(pruned, train_data.ids, train_cfg, teacher=dense, progress=False, on_log=on_log)
+        row = dict(base, **extra, train_data=args.train_data, train_step=train_cfg.to_dict(), train_curve=curve,
+                   train_wall_s=time.perf_counter() - w1, train_cpu_s=time.process_time() - c1,
+                   wall_s=rows[0]["wall_s"] + time.perf_counter() - w1, cpu_s=rows[0]["cpu_s"] + time.process_time() - c1,
+                   train=[{k: getattr(trep, k, None) for k in ("steps", "tokens", "wall_s", "tokens_per_s")}])  # fmt: skip
+        _evaluate(pruned, tok, args, row)
+        row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
+        rows.append(row)
+    return rows
+
+
 # -- driver ---------------------------------------------------------------------------------------------------
 
 
@@ -264,7 +328,10 @@ def plan(args) -> list[dict]:
         rows = [dict(r, seed=seed) if seed else r for seed in seeds for r in rows if r["method"] != "dense"]
     if args.train_only:
         for target in map(float, args.train_targets.split(",")):
-            rows.append({"method": "adapt", "target": target, "train_tokens": args.train_tokens, "stages": args.train_stages})
+            if args.recon is not None:  # prune in one go, reconstruct, train once (rows before and after training)
+                rows.append({"method": "adapt+recon", "target": target, "train_tokens": args.train_tokens, "stages": 1})
+            else:
+                rows.append({"method": "adapt", "target": target, "train_tokens": args.train_tokens, "stages": args.train_stages})
     return rows
 
 

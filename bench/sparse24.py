@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--quants", default=",".join(QUANTS))
     p.add_argument("--group", type=int, default=64, help="quantization group (input columns per scale); 576 = 9 x 64")
+    p.add_argument("--quant-set", default="", help="WeightQuant settings for the int8/int4 rows, as JSON (e.g. '{\"symmetric\": false}')")
+    p.add_argument("--quant-tag", default="", help="with --quant-set: the rows' quant label becomes int4/<tag> (side by side with int4)")
     p.add_argument("--calib", default="self", help="calibration source (self, shakespeare, wikitext2-valid or a file)")
     p.add_argument("--calib-windows", type=int, default=32)
     p.add_argument("--calib-seq-len", type=int, default=512)
@@ -158,10 +160,11 @@ def quantized_rows(base: dict, model, tok, calib, clock: Clock, args, nm, emit) 
     for q in [q for q in args.quants.split(",") if q != "none"]:
         c = clock.copy()
         qmodel = copy.deepcopy(model)
-        step = WeightQuant(bits=int(q[3:]), group_size=args.group, method="gptq")
+        step = WeightQuant(**{"bits": int(q[3:]), "group_size": args.group, "method": "gptq", **json.loads(args.quant_set or "{}")})
         with c.work():
             qmodel, rep = compress(qmodel, step, calib, progress=False)
-        row = {**base, "quant": q, "quant_step": step.to_dict(), "quant_s": rep.wall_s}
+        label = f"{q}/{args.quant_tag}" if args.quant_tag else q
+        row = {**base, "quant": label, "quant_step": step.to_dict(), "quant_s": rep.wall_s}
         row.update(evaluate(qmodel, tok, args))
         row.update(pack_bytes(qmodel, tok, nm))
         row.update(wall_s=c.wall, cpu_s=c.cpu, peak_rss_mb=peak_rss_mb())
@@ -394,7 +397,7 @@ def merge_row(path: Path, row: dict, args) -> dict:
                 r["ppl_ratio"] = r["ppl"] / dense["ppl"]
         order = {m: i for i, m in enumerate(METHODS)}
         rows.sort(key=lambda r: (int(r.get("train_tokens") or 0) > 0, order.get(r["method"], 99), r["method"],
-                                 QUANTS.index(r["quant"])))  # fmt: skip
+                                 QUANTS.index(r["quant"].split("/")[0]), r["quant"]))  # fmt: skip
         settings = {
             "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
             "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
@@ -403,7 +406,8 @@ def merge_row(path: Path, row: dict, args) -> dict:
             "calibration": "per row (`calibration`): " + "; ".join(sorted({_calib_label(r) for r in rows if r.get("calibration")})),
             "training data": "per AST row (`train_data`): " + "; ".join(sorted({_calib_label({"calibration": r["train_data"]})
                                                                               for r in rows if r.get("train_data")})),
-            "quantization": f"GPTQ, symmetric, group {args.group}, float16 scales; token embedding int8 (group {args.group})",
+            "quantization": f"int8 / int4: GPTQ (act-order, static groups), symmetric, group {args.group}, float16 scales; "
+            f"token embedding int8 (group {args.group}); int4/<tag>: other settings, in the row's `quant_step`",
             "bytes": "bytes: the packed safetensors file; bytes_ratio_fp32 = FP32 model bytes / bytes; linear_ratio_fp32: "
             "decoder Linears only (values, 2:4 positions, scales, SLoRB) vs their FP32 weights",
             "time": "prune_s: the one-shot pruning step alone (wall, 1 thread); wall_s / cpu_s: data generation + pruning + "
@@ -437,7 +441,7 @@ def plot(doc: dict, png: Path) -> None:
         color = f"C{i}"
         ax.plot([r["bytes"] / 1e6 for r in rows], [r["ppl"] for r in rows], color=color, alpha=0.5, label=m)
         for r in rows:
-            ax.scatter(r["bytes"] / 1e6, r["ppl"], color=color, marker=markers[r["quant"]])
+            ax.scatter(r["bytes"] / 1e6, r["ppl"], color=color, marker=markers[r["quant"].split("/")[0]])
     if dense:
         for f, style in ((1.0, "-"), (1.3, "--"), (1.45, ":")):
             ax.axhline(dense["ppl"] * f, color="gray", linestyle=style, linewidth=0.8)
@@ -467,7 +471,8 @@ def main(argv=None) -> int:
     done = {_key(r) for r in _read(out).get("rows", [])} if not args.fresh else set()
     passthrough = list(argv if argv is not None else sys.argv[1:])
     for job in jobs:
-        missing = [q for q in args.quants.split(",") if job == "ast" or (job, q, 0) not in done]
+        tag = f"/{args.quant_tag}" if args.quant_tag else ""
+        missing = [q for q in args.quants.split(",") if job == "ast" or (job, q if q == "none" else q + tag, 0) not in done]
         if not missing:
             print(f"skip {job} (already in {out})", flush=True)
             continue

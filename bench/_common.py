@@ -147,6 +147,16 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def with_dense_ratios(rows: list[dict], is_dense: Callable[[dict], bool]) -> list[dict]:
+    """Set ``dense_ppl`` / ``ppl_ratio`` of every row with a ``ppl`` from the first row ``is_dense`` picks."""
+    dense = next((r for r in rows if is_dense(r)), None)
+    for r in rows:
+        if dense is not None and r.get("ppl") is not None:
+            r["dense_ppl"] = dense["ppl"]
+            r["ppl_ratio"] = r["ppl"] / dense["ppl"]
+    return rows
+
+
 def merge_row(path: Path, row: dict, *, key: Callable[[dict], tuple], build: Callable[[list[dict]], tuple[dict, str]]) -> dict:
     """Under :func:`locked`: replace the row of ``path`` whose ``key`` equals ``row``'s (or add it),
     let ``build(rows)`` return ``(document, markdown)``, and write both atomically. Returns the document."""

@@ -39,8 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import merge_row as _merge_row  # bench/ is on sys.path when these run
 from _common import read_json as _read
+from _common import with_dense_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -242,43 +243,38 @@ def _calib_text(row: dict) -> str:
 
 
 def merge_row(path: Path, row: dict, args) -> dict:
-    from edgeprune.benchutil import bench_document, markdown_table, write_json_atomic
-    from edgeprune.fileio import write_text_atomic
+    return _merge_row(path, row, key=lambda r: r["label"], build=lambda rows: _document(rows, args))
 
-    with _locked(path):
-        doc = _read(path)
-        rows = [r for r in doc.get("rows", []) if r["label"] != row["label"]] + [row]
-        dense = next((r for r in rows if r["method"] == "dense"), None)
-        for r in rows:
-            r["calib_text"] = _calib_text(r)
-            if dense is not None and r.get("ppl") is not None:
-                r["dense_ppl"] = dense["ppl"]
-                r["ppl_ratio"] = r["ppl"] / dense["ppl"]
-        order = {j: i for i, j in enumerate(JOBS)}
-        rows.sort(key=lambda r: (order.get(r["label"].split("[")[0], 99), r["label"]))
-        settings = {
-            "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
-            "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
-            "calibration": "calib_text self: text the dense model generated itself (data-free, cached; the default), "
-            "4 x 32 windows of 256 tokens; wt2-valid: windows of the WikiText-2 *validation* file (seeded draw; a different "
-            "text than the test windows; rows tagged [wt2valid...]); never WikiText-2 test; one-shot rows use the "
-            "self-generated windows",
-            "epochs": "the default is 4 epochs; the sweep rows (sparsegpt/magnitude+recon, inputs, loss) ran 2 epochs to save CPU "
-            "and compare with the 2-epoch wanda+recon row; the settings of a tagged row are in its recon_step (JSON)",
-            "masks": "+recon rows choose each submodel's 2:4 masks right before fitting it, from the pruned stream (in-loop, "
-            "as the paper); one-shot rows use NMPrune (sequential, pruned stream)",
-            "time": "wall_s / cpu_s: pruning + reconstruction, no evaluation; torch threads: the threads column; the machine is "
-            "shared by several agents, so cpu_s is the comparable figure (the threads-2 row ran with both cores to itself)",
-            "memory": "peak_rss_mb: the row's process (evaluation included); working_mb: reconstruction's peak RSS minus the "
-            "RSS at its start (both models loaded)",
-        }  # fmt: skip
-        checks = figures(rows)
-        doc = bench_document("reconstruct", rows, settings=settings, figures=checks)
-        write_json_atomic(path, doc)
-        md = [f"# reconstruct: {settings['model']}", ""] + [f"- {k}: {v}" for k, v in settings.items()]
-        md += ["", markdown_table(rows, ("label", *COLUMNS)), "", "## Figures", ""] + [f"- {c}" for c in checks] + [""]
-        write_text_atomic(path.with_suffix(".md"), "\n".join(md))
-    return doc
+
+def _document(rows: list[dict], args) -> tuple[dict, str]:
+    from edgeprune.benchutil import bench_document, markdown_table
+
+    with_dense_ratios(rows, lambda r: r["method"] == "dense")
+    for r in rows:
+        r["calib_text"] = _calib_text(r)
+    order = {j: i for i, j in enumerate(JOBS)}
+    rows.sort(key=lambda r: (order.get(r["label"].split("[")[0], 99), r["label"]))
+    settings = {
+        "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
+        "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
+        "calibration": "calib_text self: text the dense model generated itself (data-free, cached; the default), "
+        "4 x 32 windows of 256 tokens; wt2-valid: windows of the WikiText-2 *validation* file (seeded draw; a different "
+        "text than the test windows; rows tagged [wt2valid...]); never WikiText-2 test; one-shot rows use the "
+        "self-generated windows",
+        "epochs": "the default is 4 epochs; the sweep rows (sparsegpt/magnitude+recon, inputs, loss) ran 2 epochs to save CPU "
+        "and compare with the 2-epoch wanda+recon row; the settings of a tagged row are in its recon_step (JSON)",
+        "masks": "+recon rows choose each submodel's 2:4 masks right before fitting it, from the pruned stream (in-loop, "
+        "as the paper); one-shot rows use NMPrune (sequential, pruned stream)",
+        "time": "wall_s / cpu_s: pruning + reconstruction, no evaluation; torch threads: the threads column; the machine is "
+        "shared by several agents, so cpu_s is the comparable figure (the threads-2 row ran with both cores to itself)",
+        "memory": "peak_rss_mb: the row's process (evaluation included); working_mb: reconstruction's peak RSS minus the "
+        "RSS at its start (both models loaded)",
+    }  # fmt: skip
+    checks = figures(rows)
+    doc = bench_document("reconstruct", rows, settings=settings, figures=checks)
+    md = [f"# reconstruct: {settings['model']}", ""] + [f"- {k}: {v}" for k, v in settings.items()]
+    md += ["", markdown_table(rows, ("label", *COLUMNS)), "", "## Figures", ""] + [f"- {c}" for c in checks] + [""]
+    return doc, "\n".join(md)
 
 
 def holdout_windows(dense, tok, args, n: int):

@@ -38,9 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import merge_row as _merge_row  # bench/ is on sys.path when these run
 from _common import peak_rss_mb  # noqa: F401 (bench/reconstruct.py imports it from here)
 from _common import read_json as _read
+from _common import with_dense_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -384,46 +385,41 @@ def _calib_label(row: dict) -> str:
 
 
 def merge_row(path: Path, row: dict, args) -> dict:
-    from edgeprune.benchutil import bench_document, markdown_table, write_json_atomic
-    from edgeprune.fileio import write_text_atomic
-
-    with _locked(path):
-        doc = _read(path)
-        rows = [r for r in doc.get("rows", []) if _key(r) != _key(row)] + [row]
-        dense = next((r for r in rows if r["method"] == "dense" and r["quant"] == "none"), None)
-        for r in rows:
-            if dense is not None and r.get("ppl") is not None:
-                r["dense_ppl"] = dense["ppl"]
-                r["ppl_ratio"] = r["ppl"] / dense["ppl"]
-        order = {m: i for i, m in enumerate(METHODS)}
-        rows.sort(key=lambda r: (int(r.get("train_tokens") or 0) > 0, order.get(r["method"], 99), r["method"],
-                                 QUANTS.index(r["quant"].split("/")[0]), r["quant"]))  # fmt: skip
-        settings = {
-            "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
-            "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
-            "zeroshot": f"{args.zs_tasks} tasks, limit {args.zs_limit} docs per task (seed 1234)",
-            # rows differ (the one-shot rows: self-generated; the +recon recipe: WikiText-2 validation): each row's own
-            "calibration": "per row (`calibration`): " + "; ".join(sorted({_calib_label(r) for r in rows if r.get("calibration")})),
-            "training data": "per AST row (`train_data`): " + "; ".join(sorted({_calib_label({"calibration": r["train_data"]})
-                                                                              for r in rows if r.get("train_data")})),
-            "quantization": f"int8 / int4: GPTQ (act-order, static groups), symmetric, group {args.group}, float16 scales; "
-            f"token embedding int8 (group {args.group}); int4/<tag>: other settings, in the row's `quant_step`",
-            "bytes": "bytes: the packed safetensors file; bytes_ratio_fp32 = FP32 model bytes / bytes; linear_ratio_fp32: "
-            "decoder Linears only (values, 2:4 positions, scales, SLoRB) vs their FP32 weights",
-            "time": "prune_s: the one-shot pruning step alone (wall, 1 thread); wall_s / cpu_s: data generation + pruning + "
-            "training + quantization (no evaluation); "
-            f"torch threads {args.threads}; the machine is shared, so cpu_s is the comparable figure",
-        }  # fmt: skip
-        doc = bench_document("sparse24", rows, settings=settings)
-        write_json_atomic(path, doc)
-        md = [f"# sparse24: {settings['model']}", ""] + [f"- {k}: {v}" for k, v in settings.items()]
-        md += ["", markdown_table(rows, COLUMNS), ""]
-        write_text_atomic(path.with_suffix(".md"), "\n".join(md))
-        try:
-            plot(doc, path.with_suffix(".png"))
-        except Exception as exc:  # a plot failure must not lose the numbers
-            print(f"plot failed: {exc}", file=sys.stderr)
+    doc = _merge_row(path, row, key=_key, build=lambda rows: _document(rows, args))
+    try:
+        plot(doc, path.with_suffix(".png"))
+    except Exception as exc:  # a plot failure must not lose the numbers
+        print(f"plot failed: {exc}", file=sys.stderr)
     return doc
+
+
+def _document(rows: list[dict], args) -> tuple[dict, str]:
+    from edgeprune.benchutil import bench_document, markdown_table
+
+    with_dense_ratios(rows, lambda r: r["method"] == "dense" and r["quant"] == "none")
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows.sort(key=lambda r: (int(r.get("train_tokens") or 0) > 0, order.get(r["method"], 99), r["method"],
+                             QUANTS.index(r["quant"].split("/")[0]), r["quant"]))  # fmt: skip
+    settings = {
+        "model": "tiny random llama (pipeline check)" if args.tiny else args.model,
+        "ppl": f"WikiText-2 test (raw), windows of {256 if args.tiny else 1024} tokens, the first {args.ppl_windows}",
+        "zeroshot": f"{args.zs_tasks} tasks, limit {args.zs_limit} docs per task (seed 1234)",
+        # rows differ (the one-shot rows: self-generated; the +recon recipe: WikiText-2 validation): each row's own
+        "calibration": "per row (`calibration`): " + "; ".join(sorted({_calib_label(r) for r in rows if r.get("calibration")})),
+        "training data": "per AST row (`train_data`): " + "; ".join(sorted({_calib_label({"calibration": r["train_data"]})
+                                                                          for r in rows if r.get("train_data")})),
+        "quantization": f"int8 / int4: GPTQ (act-order, static groups), symmetric, group {args.group}, float16 scales; "
+        f"token embedding int8 (group {args.group}); int4/<tag>: other settings, in the row's `quant_step`",
+        "bytes": "bytes: the packed safetensors file; bytes_ratio_fp32 = FP32 model bytes / bytes; linear_ratio_fp32: "
+        "decoder Linears only (values, 2:4 positions, scales, SLoRB) vs their FP32 weights",
+        "time": "prune_s: the one-shot pruning step alone (wall, 1 thread); wall_s / cpu_s: data generation + pruning + "
+        "training + quantization (no evaluation); "
+        f"torch threads {args.threads}; the machine is shared, so cpu_s is the comparable figure",
+    }  # fmt: skip
+    doc = bench_document("sparse24", rows, settings=settings)
+    md = [f"# sparse24: {settings['model']}", ""] + [f"- {k}: {v}" for k, v in settings.items()]
+    md += ["", markdown_table(rows, COLUMNS), ""]
+    return doc, "\n".join(md)
 
 
 def plot(doc: dict, png: Path) -> None:

@@ -34,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import locked as _locked  # bench/ is on sys.path when these run
+from _common import merge_row as _merge_row  # bench/ is on sys.path when these run
 from _common import read_json as _read
+from _common import with_dense_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -379,32 +380,20 @@ def _document(rows: list[dict], args) -> dict:
 
 
 def merge_row(path: Path, row: dict, args) -> dict:
-    with _locked(path):
-        doc = _read(path)
-        rows = [r for r in doc.get("rows", []) if _key(r) != _key(row)] + [row]
-        dense = next((r for r in rows if r["method"] == "dense"), None)
-        for r in rows:
-            if dense is not None and r.get("ppl") is not None:
-                r["dense_ppl"] = dense["ppl"]
-                r["ppl_ratio"] = r["ppl"] / dense["ppl"]
+    def build(rows: list[dict]) -> tuple[dict, str]:
+        with_dense_ratios(rows, lambda r: r["method"] == "dense")
         order = {m: i for i, m in enumerate(("dense",) + METHODS)}
         rows.sort(key=lambda r: (r["target"], int(r.get("train_tokens") or 0), r.get("calib") or "", order.get(r["method"], 99),
-                                 r.get("seed") or 0))
+                                 r.get("seed") or 0))  # fmt: skip
         doc = _document(rows, args)
-        _write(path, doc)
-    return doc
+        return doc, markdown(doc)
 
-
-def _write(path: Path, doc: dict) -> None:
-    text = json.dumps(doc, indent=2) + "\n"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    path.with_suffix(".md").write_text(markdown(doc))
+    doc = _merge_row(path, row, key=_key, build=build)
     try:
         plot(doc, path.with_name(path.stem + "_widths.png"))
     except Exception as exc:  # a plot failure must not lose the numbers
         print(f"plot failed: {exc}", file=sys.stderr)
+    return doc
 
 
 def markdown(doc: dict) -> str:

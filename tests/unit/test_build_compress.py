@@ -110,3 +110,30 @@ def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeyp
     cfg = type("Cfg", (), {"kind": "sparse_train"})()
     stages._apply_with_calibration("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
     assert got["teacher"] is dense
+
+
+@pytest.mark.parametrize("init, calibrated", [("sparsegpt", True), ("none", False)])
+def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_model(init, calibrated, monkeypatch):
+    import edgeprune.compress.calib as calib
+    import edgeprune.compress.sparse_train as st
+    from edgeprune.compress.calib_shapes import AST_TRAIN_SEQ_LEN, ast_train_windows, calib_shape
+    from edgeprune.pipeline import stages
+
+    drawn, got = [], {}
+    def draw(tok, src, *, n_windows, seq_len, **kw):
+        drawn.append((n_windows, seq_len))
+        return n_windows, seq_len
+
+    def train(model, cfg, windows, *, train_data, teacher, progress):
+        got.update(windows=windows, train=train_data, teacher=teacher)
+        return model, None
+
+    monkeypatch.setattr(calib, "calibration_windows", draw)
+    monkeypatch.setattr(st, "sparse_train", train)
+    cfg = st.SparseTrain(init=init, tokens=300_000)
+    dense = object()
+    stages._IN_BUILD["sparse_train"]("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
+    train_shape = (ast_train_windows(300_000), AST_TRAIN_SEQ_LEN)
+    assert train_shape == (512, 256) and got["train"] == train_shape and got["teacher"] is dense
+    assert got["windows"] == (calib_shape("sparse_train") if calibrated else None)
+    assert drawn == ([calib_shape("sparse_train")] if calibrated else []) + [train_shape]

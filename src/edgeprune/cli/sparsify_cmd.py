@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeprune.compress.calib_shapes import calib_shape
+from edgeprune.compress.calib_shapes import AST_TRAIN_SEQ_LEN, ast_train_windows, calib_shape
 
 QUANTS = {"none": None, "int4": 4, "int8": 8}
 
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--train", default=None, choices=["ast"], help="recover with AST sparse training")
     p.add_argument("--tokens", type=int, default=None, help="AST token budget (default 300000)")
     p.add_argument("--train-data", default="self", help="AST training text (same choices as --calib, comma-separated to mix; default self)")
-    p.add_argument("--train-seq-len", type=int, default=256, help="AST window length in tokens (default 256)")
+    p.add_argument("--train-seq-len", type=int, default=AST_TRAIN_SEQ_LEN, help=f"AST window length in tokens (default {AST_TRAIN_SEQ_LEN})")
     p.add_argument("--train-windows", type=int, default=None, help="distinct AST windows per source (default: one epoch, at most 512 in all)")
     p.add_argument("--lr", type=float, default=None, help="AST peak learning rate (default 2e-4)")
     p.add_argument("--batch-size", type=int, default=None, help="AST sequences per optimizer step, all ranks (default 8)")
@@ -177,7 +177,7 @@ def run(args) -> int:
         train_data = None
         if isinstance(step, SparseTrain):
             sources = args.train_data.split(",")
-            n_train = args.train_windows or min(512, max(1, -(-step.tokens // args.train_seq_len))) // len(sources) or 1
+            n_train = args.train_windows or ast_train_windows(step.tokens, args.train_seq_len) // len(sources) or 1
             train_data = concat_windows(*[calibration_windows(tok, src, n_windows=n_train, seq_len=args.train_seq_len,
                                                               seed=args.seed + 1, model=model, data_dir=args.data_dir,
                                                               progress=progress) for src in sources])  # fmt: skip

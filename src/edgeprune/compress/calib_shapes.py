@@ -21,3 +21,12 @@ DEFAULT_SHAPE = (64, 128)  # any other registered step
 def calib_shape(kind: str) -> tuple[int, int]:
     """(windows, tokens per window) that the step of ``kind`` draws by default."""
     return CALIB_SHAPES.get(kind, DEFAULT_SHAPE)
+
+
+AST_TRAIN_SEQ_LEN = 256  # AST's training windows (the CLI's --train-seq-len default)
+AST_TRAIN_WINDOWS_CAP = 512  # distinct windows at most; a larger budget reuses them as epochs
+
+
+def ast_train_windows(tokens: int, seq_len: int = AST_TRAIN_SEQ_LEN) -> int:
+    """How many distinct training windows AST draws for a budget of ``tokens``: one epoch, capped."""
+    return min(AST_TRAIN_WINDOWS_CAP, max(1, -(-tokens // seq_len)))

@@ -170,8 +170,26 @@ def _train_in_build(model, cfg, *, calib: str | None, tokenizer, dense=None, pro
     return model, report
 
 
+def _sparse_train_in_build(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
+    """AST in a build: its one-shot start calibrated as on the CLI, its training text drawn apart (as
+    many windows as the CLI draws for the budget), the build's input model teaching."""
+    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.compress.calib_shapes import AST_TRAIN_SEQ_LEN, ast_train_windows
+    from edgeprune.compress.sparse_train import sparse_train
+
+    teacher = dense()
+    n_windows, seq_len = calib_shape(cfg.kind)
+    windows = None
+    if cfg.init not in ("magnitude", "none"):
+        windows = calibration_windows(tokenizer, calib or "self", n_windows=n_windows, seq_len=seq_len, seed=0,
+                                      model=teacher, progress=progress)  # fmt: skip
+    train_data = calibration_windows(tokenizer, calib or "self", n_windows=ast_train_windows(cfg.tokens), seq_len=AST_TRAIN_SEQ_LEN,
+                                     seed=cfg.seed + 1, model=teacher, progress=progress)  # fmt: skip
+    return sparse_train(model, cfg, windows, train_data=train_data, teacher=teacher, progress=progress)
+
+
 # steps whose implementation needs more than calibration windows in a build
-_IN_BUILD = {"train": _train_in_build}
+_IN_BUILD = {"train": _train_in_build, "sparse_train": _sparse_train_in_build}
 
 
 _HANDLERS = {"evaluate": _evaluate, "export": _export, "profile": _profile}

@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--train-pool", type=int, default=256, help="training windows, split evenly over the --train-data sources (repeated if fewer than the budget)")
     p.add_argument("--train-data", default="self", help="training text: comma-separated sources (self, shakespeare, wikitext2-valid, files)")
     p.add_argument("--train-lr", type=float, default=1e-4)
+    p.add_argument("--train-kd-alpha", type=float, default=1.0, help="weight of the KD loss (1: KD only; CE gets 1 - alpha)")
+    p.add_argument("--train-kd-temperature", type=float, default=1.0)
     p.add_argument("--train-curve", default="0.34,0.67", help="fractions of the last stage at which to measure a short ppl")
     p.add_argument("--train-curve-windows", type=int, default=4)
     p.add_argument("--recon", default=None, help="Reconstruct settings as JSON: the trained rows become adapt+recon: prune to "
@@ -188,7 +190,8 @@ def run_row(spec: dict, args) -> list[dict]:
         train = train_data = None
         extra = {}
         if spec["train_tokens"]:
-            train = TrainConfig(tokens=spec["train_tokens"], batch_size=4, lr=args.train_lr, kd_alpha=1.0, kd_temperature=1.0,
+            train = TrainConfig(tokens=spec["train_tokens"], batch_size=4, lr=args.train_lr, kd_alpha=args.train_kd_alpha,
+                                kd_temperature=args.train_kd_temperature,
                                 train_dtype=args.calib_dtype, freeze_embeddings=True)  # fmt: skip
             train_data = _train_windows(tok, model, args)
             extra["train_data_detail"] = train_data.describe()
@@ -362,9 +365,11 @@ def _document(rows: list[dict], args) -> dict:
             f"the pool per pass / mini-step (seed = `seed`, blank = 0), matmuls in {args.calib_dtype}; magnitude uses no data",
             "adapt": "one run to the largest target; the smaller targets are snapshots of it (the same mini-steps a run "
             "to that target takes; wall_s = time at which each was reached)" if not args.adapt_separate else "one run per target",
-            "training": f"trained rows: {args.train_stages} prune-then-train stages, KD from the dense model (KL, T=1), "
-            f"AdamW lr {args.train_lr:g} WSD, batch 4 x {args.seq_len}, {args.calib_dtype} autocast, embeddings frozen, "
-            "on windows of the row's `train_data` (sources and count: `train_data_detail` in the JSON)",
+            # rows were trained with different settings: each row's own, never this run's flags
+            "training": "adapt rows: prune-then-train stages (5), each row's TrainConfig in `step.train`; adapt+recon rows: "
+            "pruned to the target in one go, reconstructed locally against the dense model (`recon_step`, on `recon_calib`), "
+            "then one training stage (`train_step`); both: AdamW WSD, KD from the dense model mixed with CE by kd_alpha, "
+            "embeddings frozen, on windows of the row's `train_data` (sources and count: `train_data_detail`)",
             "threads": args.threads,
         },
     }  # fmt: skip

@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("dense", "sparsegpt", "wanda", "magnitude", "sparsegpt+slorb")  # the default run; also: sparsegpt+recon
 QUANTS = ("none", "int8", "int4")
+DEFAULT_GROUP = 64  # rows quantized with another group carry a quant tag (int4/<tag>)
 COLUMNS = ("method", "pattern", "quant", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "bytes",
            "bytes_ratio_fp32", "linear_ratio_fp32", "prune_s", "wall_s", "cpu_s", "peak_rss_mb")  # fmt: skip
 
@@ -60,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--quants", default=",".join(QUANTS))
-    p.add_argument("--group", type=int, default=64, help="quantization group (input columns per scale); 576 = 9 x 64")
+    p.add_argument("--group", type=int, default=DEFAULT_GROUP, help="quantization group (input columns per scale); 576 = 9 x 64")
     p.add_argument("--quant-set", default="", help="WeightQuant settings for the int8/int4 rows, as JSON (e.g. '{\"symmetric\": false}')")
     p.add_argument("--quant-tag", default="", help="with --quant-set: the rows' quant label becomes int4/<tag> (side by side with int4)")
     p.add_argument("--calib", default="self", help="calibration source (self, shakespeare, wikitext2-valid or a file)")
@@ -423,8 +424,8 @@ def _document(rows: list[dict], args) -> tuple[dict, str]:
         "calibration": "per row (`calibration`): " + "; ".join(sorted({_calib_label(r) for r in rows if r.get("calibration")})),
         "training data": "per AST row (`train_data`): " + "; ".join(sorted({_calib_label({"calibration": r["train_data"]})
                                                                           for r in rows if r.get("train_data")})),
-        "quantization": f"int8 / int4: GPTQ (act-order, static groups), symmetric, group {args.group}, float16 scales; "
-        f"token embedding int8 (group {args.group}); int4/<tag>: other settings, in the row's `quant_step`",
+        "quantization": f"int8 / int4: GPTQ (act-order, static groups), symmetric, group {DEFAULT_GROUP}, float16 scales; "
+        f"token embedding int8 (same group); int4/<tag>: other settings, in the row's `quant_step`",
         "bytes": "bytes: the packed safetensors file; bytes_ratio_fp32 = FP32 model bytes / bytes; linear_ratio_fp32: "
         "decoder Linears only (values, 2:4 positions, scales, SLoRB) vs their FP32 weights",
         "time": "prune_s: the one-shot pruning step alone (wall, 1 thread); wall_s / cpu_s: data generation + pruning + "

@@ -19,6 +19,8 @@ def test_every_builtin_recipe_is_runnable_here():
     assert set(registered_recipes()) == set(BUILTIN_RECIPES)
     steps = [s.STEP for s in parse_recipe("adapt-25").steps]
     assert "prune" in steps and [s.STEP for s in parse_recipe("sparse24-int4").steps].count("sparsify") == 1
+    best = {s.STEP: s for s in parse_recipe("sparse24-recon-ast").steps}
+    assert best["reconstruct"].prune == "sparsegpt" and best["sparse_train"].init == "none"
 
 
 def test_a_bad_compression_key_is_reported_with_the_others(tmp_path):
@@ -137,3 +139,34 @@ def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_
     assert train_shape == (512, 256) and got["train"] == train_shape and got["teacher"] is dense
     assert got["windows"] == (calib_shape("sparse_train") if calibrated else None)
     assert drawn == ([calib_shape("sparse_train")] if calibrated else []) + [train_shape]
+
+
+def test_build_reconstructs_with_in_loop_masks_then_runs_ast_from_them(tmp_path):
+    # the measured best 2:4 recipe (sparse24-recon-ast) in small: masks chosen inside reconstruction, AST keeps them
+    from edgeprune.compress import masks as mk
+    from edgeprune.models import load
+    from edgeprune.pipeline.runner import build
+
+    src = save_tiny(tiny_llama(num_hidden_layers=2), tmp_path / "tiny")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("""
+steps:
+  - step: reconstruct
+    prune: sparsegpt
+    epochs: 1
+    calib_windows: 4
+  - step: sparse_train
+    init: none
+    slorb: false
+    tokens: 1024
+    batch_size: 2
+    mask_every: 100
+    train_dtype: float32
+""")
+    report = build("host", model=str(src), recipe=str(recipe), out=tmp_path / "out", calib="shakespeare", log=lambda m: None)
+    recon, ast = report["stages"]
+    assert ast["figures"]["steps"] == 2  # 1024 tokens / (2 x 256)
+    before = load(str(tmp_path / "out" / "stages" / "01-reconstruct" / "model")).model
+    after = load(str(tmp_path / "out" / "stages" / "02-sparse_train" / "model")).model
+    w0, w1 = before.model.layers[1].mlp.down_proj.weight, after.model.layers[1].mlp.down_proj.weight
+    assert mk.satisfies_nm(w0.detach(), 2, 4) and torch.equal(w0 != 0, w1 != 0) and not torch.equal(w0, w1)

@@ -62,6 +62,23 @@ steps:
   - step: evaluate
   - step: profile
 """,
+    "sparse24-recon-ast": """
+description: 2:4 masks chosen by SparseGPT inside local reconstruction, then AST on 204,800 tokens; pass --calib with your domain's text (figures and cost measured by bench/sparse24.py, in bench/results/sparse24_notes.md)
+steps:
+  - step: evaluate
+  - step: reconstruct
+    prune: sparsegpt
+    epochs: 2
+    lr: 0.004
+  - step: sparse_train
+    init: none
+    slorb: false
+    tokens: 204800
+  - step: evaluate
+  - step: export
+  - step: evaluate
+  - step: profile
+""",
 }
 DEFAULT_RECIPE = "default"
 

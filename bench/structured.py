@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("magnitude-uniform", "taylor-uniform", "flap", "adapt")
 TARGETS = (0.2, 0.35, 0.5)
-COLUMNS = ("method", "calib", "target", "seed", "train_data", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "acc_avg", "params", "block_params",
+COLUMNS = ("method", "calib", "target", "seed", "train_data", "train_tokens", "ppl", "dense_ppl", "ppl_ratio", "ppl_ood_ratio", "acc_avg", "params", "block_params",
            "removed_fraction", "wall_s", "peak_rss_mb", "prune_peak_rss_mb")  # fmt: skip
 
 
@@ -283,6 +283,7 @@ def _recon_rows(model, tok, calib, train_cfg, train_data, extra: dict, gen_s: fl
     recon = {"recon_step": rcfg.to_dict(), "recon_calib": rcalib.describe(), "recon_wall_s": rrep.wall_s,
              "rel_mse_before": rrep.rel_mse_before, "rel_mse_after": rrep.rel_mse_after, "prune_cpu_s": prune_cpu,
              "recon_cpu_s": time.process_time() - c0 - prune_cpu}  # fmt: skip
+    recon["dense_ppl_ood"] = _ood_ppl(dense, tok, args)  # the reference of ppl_ood, on the same windows
     base = dict(spec, calib=_calib_label(args), **_done(prep, gen_s, step), **recon)
     base.pop("stages", None)
     block, total, nbytes = param_counts(pruned)
@@ -290,6 +291,7 @@ def _recon_rows(model, tok, calib, train_cfg, train_data, extra: dict, gen_s: fl
     rows = []
     row = dict(base, train_tokens=0, wall_s=time.perf_counter() - w0, cpu_s=time.process_time() - c0)
     _evaluate(pruned, tok, args, row)
+    row["ppl_ood"] = _ood_ppl(pruned, tok, args)
     row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
     rows.append(row)
     if train_cfg is not None:
@@ -309,9 +311,30 @@ def _recon_rows(model, tok, calib, train_cfg, train_data, extra: dict, gen_s: fl
                    wall_s=rows[0]["wall_s"] + time.perf_counter() - w1, cpu_s=rows[0]["cpu_s"] + time.process_time() - c1,
                    train=[{k: getattr(trep, k, None) for k in ("steps", "tokens", "wall_s", "tokens_per_s")}])  # fmt: skip
         _evaluate(pruned, tok, args, row)
+        row["ppl_ood"] = _ood_ppl(pruned, tok, args)
         row.update(peak_rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
         rows.append(row)
+    for r in rows:
+        r["ppl_ood_ratio"] = r["ppl_ood"] / r["dense_ppl_ood"]
     return rows
+
+
+def _ood_ppl(model, tok, args) -> float:
+    """Perplexity on tiny-shakespeare (first ``--ppl-windows`` windows): text outside WikiText-2's domain,
+    to tell a general recovery from in-domain adaptation when calibration / training text is WikiText-2."""
+    from _common import DATA
+
+    from edgeprune.eval import Evaluator, PerplexityConfig
+
+    seq = 1024 if not args.tiny else 256
+    was = model.training
+    model.eval()
+    try:
+        ev = Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False)
+        return ev.perplexity(PerplexityConfig(data=str(DATA.parent / "calib" / "tiny_shakespeare.txt"), seq_len=seq,
+                                              limit_tokens=args.ppl_windows * seq)).ppl  # fmt: skip
+    finally:
+        model.train(was)
 
 
 # -- driver ---------------------------------------------------------------------------------------------------

@@ -169,8 +169,7 @@ def quantized_rows(base: dict, model, tok, calib, clock: Clock, args, nm, emit) 
         step = WeightQuant(**{"bits": int(q[3:]), "group_size": args.group, "method": "gptq", **json.loads(args.quant_set or "{}")})
         with c.work():
             qmodel, rep = compress(qmodel, step, calib, progress=False)
-        label = f"{q}/{args.quant_tag}" if args.quant_tag else q
-        row = {**base, "quant": label, "quant_step": step.to_dict(), "quant_s": rep.wall_s}
+        row = {**base, "quant": _quant_label(q, args), "quant_step": step.to_dict(), "quant_s": rep.wall_s}
         row.update(evaluate(qmodel, tok, args))
         row.update(pack_bytes(qmodel, tok, nm))
         row.update(wall_s=c.wall, cpu_s=c.cpu, peak_rss_mb=peak_rss_mb())
@@ -211,14 +210,10 @@ def run_job(method: str, args, emit) -> None:
             return run_ast(dense, tok, calib, clock, base, args, emit)
         prune, extra = method.split("+") if "+" in method else (method, "")
         if extra == "recon":  # masks chosen inside local reconstruction (the AST +recon start, shared through the cache)
-            from edgeprune.compress.reconstruct import Reconstruct
-
-            cfg = Reconstruct(**{**json.loads(args.recon_set or "{}"), "prune": prune, "pattern": "2:4"})
-            events = []
-            model, rrep = reconstructed_start(copy.deepcopy(dense), dense, cfg, calib, args, events.append)
-            rec = events[-1]  # its cost, also when the cache served it
-            clock.cpu += rec["cpu"]
-            clock.wall += rec["wall"]
+            cfg = recon_config(prune, args)
+            model, rrep, cost = reconstructed_start(copy.deepcopy(dense), dense, cfg, calib, args)
+            clock.cpu += cost["cpu"]  # its cost, also when the cache served it
+            clock.wall += cost["wall"]
             base.update(recon_step=cfg.to_dict(), recon=rrep, prune_s=None)
         else:
             step = NMPrune(pattern="2:4", method=prune, slorb_k=16 if extra == "slorb" else 0)
@@ -256,11 +251,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
         kw.update(tokens=kw.get("tokens", 4 * 64 * 8), batch_size=4)
     step = SparseTrain(**kw)
 
-    recon_cfg = None
-    if recon_init:
-        from edgeprune.compress.reconstruct import Reconstruct
-
-        recon_cfg = Reconstruct(**{**json.loads(args.recon_set or "{}"), "prune": recon_init, "pattern": "2:4"})
+    recon_cfg = recon_config(recon_init, args) if recon_init else None
     run_id = json.dumps({"step": step.to_dict(), "recon": recon_cfg.to_dict() if recon_cfg else None, "data": args.ast_train_data, "windows": args.ast_train_windows,
                          "seq": args.ast_seq_len, "calib": [args.calib, args.calib_windows, args.calib_seq_len]}, sort_keys=True)  # fmt: skip
     # a stable id (Python's hash() of a str changes with every process: a resume would never find it)
@@ -291,9 +282,10 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
                 event({"event": "gen", "chunk": i, "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0})
     train = concat_windows(*parts)
     model = copy.deepcopy(dense)
-    recon_rep = None
+    recon_rep, recon_cost = None, {"cpu": 0.0, "wall": 0.0}
     if recon_cfg is not None:  # the reconstructed start, cached apart from AST: variants of AST share it
-        model, recon_rep = reconstructed_start(model, dense, recon_cfg, calib, args, event)
+        model, recon_rep, recon_cost = reconstructed_start(model, dense, recon_cfg, calib, args)
+        event({"event": "recon", **recon_cost})
     steps = step.tokens // (step.batch_size * args.ast_seq_len)
     marks = {max(1, round(float(f) * steps)) for f in args.ast_curve.split(",") if f}
     paused = Clock()
@@ -338,8 +330,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     train_cpu, train_wall = sum(e["cpu"] for e in done.values()), sum(e["wall"] for e in done.values())
     gen_tokens = 32 * args.ast_seq_len * len(gen)
     calib_cpu = gen_cpu / gen_tokens * calib.tokens if gen_tokens and args.calib == "self" else 0.0  # made earlier, cached
-    recon_ev = [e for e in events if e.get("event") == "recon"][-1:] if recon_cfg else []
-    recon_cpu, recon_wall = (recon_ev[0]["cpu"], recon_ev[0]["wall"]) if recon_ev else (0.0, 0.0)
+    recon_cpu, recon_wall = recon_cost["cpu"], recon_cost["wall"]
     clock.cpu, clock.wall = gen_cpu + train_cpu + calib_cpu + recon_cpu, gen_wall + train_wall + calib_cpu + recon_wall
     method = f"ast({args.ast_init})" + ("+slorb" if step.slorb else "") + (f"/{args.ast_tag}" if args.ast_tag else "")
     base = {**base, "method": method, "train_tokens": rep.tokens, "step": step.to_dict(), "train_data": train.describe(),
@@ -359,9 +350,17 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     quantized_rows(base, model, tok, calib, clock, args, (2, 4), emit)
 
 
-def reconstructed_start(model, dense, cfg, calib, args, event):
-    """``model`` (a copy of ``dense``) pruned inside local reconstruction, cached under the edgeprune
-    cache by (settings, calibration); the recon's CPU cost is logged once, also when reused."""
+def recon_config(prune: str, args):
+    """The Reconstruct step of a ``<prune>+recon`` method: ``--recon-set`` with masks chosen in the loop."""
+    from edgeprune.compress.reconstruct import Reconstruct
+
+    return Reconstruct(**{**json.loads(args.recon_set or "{}"), "prune": prune, "pattern": "2:4"})
+
+
+def reconstructed_start(model, dense, cfg, calib, args):
+    """``(model, report, cost)``: ``model`` (a copy of ``dense``) pruned inside local reconstruction,
+    cached under the edgeprune cache by (settings, calibration); ``cost`` (``cpu``, ``wall`` seconds,
+    ``path``) is the reconstruction's own, also when the cache serves it."""
     import torch
 
     from edgeprune.compress.reconstruct import reconstruct
@@ -372,8 +371,7 @@ def reconstructed_start(model, dense, cfg, calib, args, event):
     path = cache_root() / "bench" / f"sparse24-recon-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=False)
-        event({"event": "recon", "reused": str(path), "cpu": saved["cpu"], "wall": saved["wall"]})
-        return saved["model"], saved["report"]
+        return saved["model"], saved["report"], {"cpu": saved["cpu"], "wall": saved["wall"], "path": str(path), "reused": True}
     w0, c0 = time.perf_counter(), time.process_time()
     model, rep = reconstruct(model, cfg, calib, dense=dense, progress=False)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
@@ -381,11 +379,15 @@ def reconstructed_start(model, dense, cfg, calib, args, event):
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, overwrite=True) as tmp:
         torch.save({"model": model, "report": rep, "cpu": cpu, "wall": wall}, tmp)
-    event({"event": "recon", "cpu": cpu, "wall": wall, "saved": str(path)})
-    return model, rep
+    return model, rep, {"cpu": cpu, "wall": wall, "path": str(path), "reused": False}
 
 
 # -- driver ---------------------------------------------------------------------------------------------
+
+
+def _quant_label(q: str, args) -> str:
+    """A row's ``quant``: int8 / int4, or int4/<tag> for the settings of ``--quant-set`` (``none`` is never tagged)."""
+    return f"{q}/{args.quant_tag}" if args.quant_tag and q != "none" else q
 
 
 def _key(r: dict) -> tuple:
@@ -483,8 +485,7 @@ def main(argv=None) -> int:
     done = {_key(r) for r in _read(out).get("rows", [])} if not args.fresh else set()
     passthrough = list(argv if argv is not None else sys.argv[1:])
     for job in jobs:
-        tag = f"/{args.quant_tag}" if args.quant_tag else ""
-        missing = [q for q in args.quants.split(",") if job == "ast" or (job, q if q == "none" else q + tag, 0) not in done]
+        missing = [q for q in args.quants.split(",") if job == "ast" or (job, _quant_label(q, args), 0) not in done]
         if not missing:
             print(f"skip {job} (already in {out})", flush=True)
             continue

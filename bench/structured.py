@@ -116,7 +116,8 @@ def _evaluate(model, tok, args, row: dict) -> None:
     row["eval_s"] = time.perf_counter() - t0
 
 
-def _short_ppl(model, tok, args, windows: int) -> float:
+def _short_ppl(model, tok, args, windows: int, data: str = "wikitext2") -> float:
+    """Perplexity on the first ``windows`` windows of ``data`` (WikiText-2 test or a text file), in eval mode."""
     from edgeprune.eval import Evaluator, PerplexityConfig
 
     seq = 1024 if not args.tiny else 256
@@ -124,7 +125,7 @@ def _short_ppl(model, tok, args, windows: int) -> float:
     model.eval()
     try:
         return Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False).perplexity(
-            PerplexityConfig(seq_len=seq, limit_tokens=windows * seq)).ppl
+            PerplexityConfig(data=data, seq_len=seq, limit_tokens=windows * seq)).ppl
     finally:
         model.train(was)
 
@@ -324,17 +325,7 @@ def _ood_ppl(model, tok, args) -> float:
     to tell a general recovery from in-domain adaptation when calibration / training text is WikiText-2."""
     from _common import DATA
 
-    from edgeprune.eval import Evaluator, PerplexityConfig
-
-    seq = 1024 if not args.tiny else 256
-    was = model.training
-    model.eval()
-    try:
-        ev = Evaluator(model, tokenizer=tok, batch_tokens=1024, progress=False)
-        return ev.perplexity(PerplexityConfig(data=str(DATA.parent / "calib" / "tiny_shakespeare.txt"), seq_len=seq,
-                                              limit_tokens=args.ppl_windows * seq)).ppl  # fmt: skip
-    finally:
-        model.train(was)
+    return _short_ppl(model, tok, args, args.ppl_windows, data=str(DATA.parent / "calib" / "tiny_shakespeare.txt"))
 
 
 # -- driver ---------------------------------------------------------------------------------------------------

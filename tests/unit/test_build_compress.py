@@ -32,12 +32,18 @@ def test_a_bad_compression_key_is_reported_with_the_others(tmp_path):
     assert "2 problem(s)" in msg and "did you mean 'target'" in msg and "4:2" in msg and "\n" not in msg
 
 
-def test_build_prunes_then_sparsifies_a_tiny_model(tmp_path):
+def _build_tiny(tmp_path, layers: int, recipe_yaml: str, **kwargs) -> dict:
+    """Build a tiny random model of ``layers`` layers on the host with ``recipe_yaml``; the build report."""
     from edgeprune.pipeline.runner import build
 
-    src = save_tiny(tiny_llama(num_hidden_layers=4), tmp_path / "tiny")
+    src = save_tiny(tiny_llama(num_hidden_layers=layers), tmp_path / "tiny")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("""
+    recipe.write_text(recipe_yaml)
+    return build("host", model=str(src), recipe=str(recipe), out=tmp_path / "out", log=lambda m: None, **kwargs)
+
+
+def test_build_prunes_then_sparsifies_a_tiny_model(tmp_path):
+    report = _build_tiny(tmp_path, 4, """
 steps:
   - step: prune
     target: 0.3
@@ -50,7 +56,6 @@ steps:
     pattern: "2:4"
     method: wanda
 """)
-    report = build("host", model=str(src), recipe=str(recipe), out=tmp_path / "out", log=lambda m: None)
     prune, train, sparsify = report["stages"]
     assert train["figures"]["steps"] == 2 and train["figures"]["kd_alpha"] == 0.5  # 1024 tokens / (4 x 128)
     assert prune["figures"]["params"] < sum(p.numel() for p in tiny_llama(num_hidden_layers=4).parameters())
@@ -145,11 +150,8 @@ def test_build_reconstructs_with_in_loop_masks_then_runs_ast_from_them(tmp_path)
     # the measured best 2:4 recipe (sparse24-recon-ast) in small: masks chosen inside reconstruction, AST keeps them
     from edgeprune.compress import masks as mk
     from edgeprune.models import load
-    from edgeprune.pipeline.runner import build
 
-    src = save_tiny(tiny_llama(num_hidden_layers=2), tmp_path / "tiny")
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("""
+    report = _build_tiny(tmp_path, 2, """
 steps:
   - step: reconstruct
     prune: sparsegpt
@@ -162,8 +164,7 @@ steps:
     batch_size: 2
     mask_every: 100
     train_dtype: float32
-""")
-    report = build("host", model=str(src), recipe=str(recipe), out=tmp_path / "out", calib="shakespeare", log=lambda m: None)
+""", calib="shakespeare")
     recon, ast = report["stages"]
     assert ast["figures"]["steps"] == 2  # 1024 tokens / (2 x 256)
     before = load(str(tmp_path / "out" / "stages" / "01-reconstruct" / "model")).model

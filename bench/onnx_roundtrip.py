@@ -63,11 +63,11 @@ def torch_reference(model, bench_prompts, steps: int) -> list[list[np.ndarray]]:
     out = []
     for ids in bench_prompts:
         with torch.inference_mode():
-            ref = model(torch.tensor([ids]), past_key_values=DynamicCache(config=model.config), use_cache=True)
+            ref = model(torch.tensor([ids]), cache=DynamicCache(config=model.config), use_cache=True)
             seq = [ref.logits[0].float().numpy()]
             for _ in range(steps):
                 nxt = ref.logits[:, -1:].argmax(-1)
-                ref = model(nxt, past_key_values=ref.past_key_values, use_cache=True)
+                ref = model(nxt, cache=ref.cache, use_cache=True)
                 seq.append(ref.logits[0].float().numpy())
         out.append(seq)
     return out
@@ -83,10 +83,10 @@ def torch_speed(model, prefill_ids, prompt_ids, n_gen: int, reps: int) -> dict:
             t = time.perf_counter()
             model(torch.tensor([prefill_ids]))
             p = time.perf_counter() - t
-            out = model(torch.tensor([prompt_ids]), past_key_values=DynamicCache(config=model.config), use_cache=True)
+            out = model(torch.tensor([prompt_ids]), cache=DynamicCache(config=model.config), use_cache=True)
             t = time.perf_counter()
             for _ in range(n_gen):
-                out = model(out.logits[:, -1:].argmax(-1), past_key_values=out.past_key_values, use_cache=True)
+                out = model(out.logits[:, -1:].argmax(-1), cache=out.cache, use_cache=True)
             d = time.perf_counter() - t
         if rep:  # the first pass warms caches and threads
             prefill.append(len(prefill_ids) / p)

@@ -3,6 +3,10 @@
 Exporters write to a temporary name in the destination directory and rename it into place at the
 end: the rename is atomic on one filesystem, so a reader sees no file or a whole one. Directories
 have their own helper, :func:`edgeprune.models.cache.atomic_dir`.
+
+Before any of that, :func:`check_writable` (a file) and :func:`check_output_dir` (a folder) settle
+in microseconds whether the output can be written at all, so that a bad ``--out`` fails before a
+model is loaded rather than after minutes of work.
 """
 
 from __future__ import annotations
@@ -15,23 +19,63 @@ from pathlib import Path
 from edgeprune.errors import EdgepruneError
 
 
-def check_writable(path: str | Path, *, overwrite: bool = False, option: str = "overwrite=True") -> Path:
-    """Fail early (before any expensive work) if ``path`` cannot be written; return it resolved.
+def check_writable(path: str | Path, *, overwrite: bool = False, option: str = "overwrite=True",
+                   parents: bool = False) -> Path:  # fmt: skip
+    """Fail early (before any expensive work) if the FILE ``path`` cannot be written; return it resolved.
 
     ``option`` names the switch that allows replacing an existing file in the caller's vocabulary
-    (``overwrite=True`` in Python, ``--overwrite`` on the command line).
+    (``overwrite=True`` in Python, ``--overwrite`` on the command line). ``parents``: the writer
+    creates missing parent folders, so only the nearest existing one must be a writable folder.
     """
     path = Path(path).expanduser()
     if path.is_dir():
         raise EdgepruneError(f"output {path} is a directory: pass a file name")
     if path.exists() and not overwrite:
         raise EdgepruneError(f"output {path} already exists: pass {option} to replace it, or choose another name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise EdgepruneError(f"cannot write {path}: directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EdgepruneError(f"cannot write {path}: directory {parent} is not writable")
+    _check_ancestors(path, f"cannot write {path}", parents=parents)
     return path.resolve()
+
+
+def check_output_dir(path: str | Path, *, overwrite: bool = False, option: str = "--overwrite",
+                     parents: bool = False, exist_ok: bool = False) -> Path:  # fmt: skip
+    """Fail early (before any expensive work) if the FOLDER ``path`` cannot be written; return it resolved.
+
+    An existing folder is refused unless ``overwrite`` (the writer replaces it; ``option`` names
+    that switch) or ``exist_ok`` (the writer adds to it, e.g. a resumed build or a profile report).
+    ``parents``: the writer creates missing parent folders (else the parent must exist).
+    """
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise EdgepruneError(f"output {out} is a file, not a folder: remove it or choose another name")
+    if out.is_dir() and exist_ok:
+        # written into, not replaced: its parent may be read-only (``--out ~``, ``--out /tmp``)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise EdgepruneError(f"output folder {out} is not writable; choose another path")
+        return out.resolve()
+    if out.is_dir() and not overwrite:
+        raise EdgepruneError(f"output {out} already exists: pass {option} to replace it, or choose another folder")
+    _check_ancestors(out, f"cannot create {out}", parents=parents)
+    return out.resolve()
+
+
+def _check_ancestors(path: Path, problem: str, *, parents: bool) -> None:
+    """Refuse a ``path`` that its folder cannot receive: an ancestor that is a regular file
+    (``FILE/sub``, ``FILE/a/b``), a missing parent unless ``parents``, or a nearest existing
+    ancestor that is not writable.
+
+    ``problem`` starts each message ("cannot write X"). Path.exists() is False under a regular file
+    (ENOTDIR), so the walk up stops at that file, not at the root.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    nearest = parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if nearest.exists() and not nearest.is_dir():
+        raise EdgepruneError(f"{problem}: {nearest} is a file, not a folder; choose another path")
+    if not parents and nearest != parent:
+        raise EdgepruneError(f"{problem}: directory {parent} does not exist; create it first")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise EdgepruneError(f"{problem}: folder {nearest} is not writable; choose another path")
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def test_real_text_prefill_and_decode_match_torch(exported):
     seq = ids.shape[1]
     logits, present = dec.forward(ids.numpy(), np.ones((1, seq), np.int64), np.arange(seq)[None])
     with torch.no_grad():
-        ref = model(ids, past_key_values=DynamicCache(config=model.config), use_cache=True)
+        ref = model(ids, cache=DynamicCache(config=model.config), use_cache=True)
     assert _rel(logits, ref.logits.numpy()) <= 1e-4
     past = seq
     for _ in range(8):
@@ -58,7 +58,7 @@ def test_real_text_prefill_and_decode_match_torch(exported):
         logits, present = dec.forward(nxt.numpy(), np.ones((1, past + 1), np.int64), [[past]], present)
         past += 1
         with torch.no_grad():
-            ref = model(nxt, past_key_values=ref.past_key_values, use_cache=True)
+            ref = model(nxt, cache=ref.cache, use_cache=True)
         assert _rel(logits, ref.logits.numpy()) <= 1e-4
 
 

@@ -93,8 +93,8 @@ class FakeOrtSession:
             cache.update(torch.from_numpy(feeds[f"past_key_values.{i}.key"]), torch.from_numpy(feeds[f"past_key_values.{i}.value"]), i)
         with torch.no_grad():
             out = self.model(input_ids=torch.from_numpy(feeds["input_ids"]), attention_mask=torch.from_numpy(feeds["attention_mask"]),
-                             position_ids=torch.from_numpy(feeds["position_ids"]), past_key_values=cache, use_cache=True)  # fmt: skip
-        present = [t.numpy() for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+                             position_ids=torch.from_numpy(feeds["position_ids"]), cache=cache, use_cache=True)  # fmt: skip
+        present = [t.numpy() for layer in out.cache.layers for t in (layer.keys, layer.values)]
         return [out.logits.numpy(), *present]
 
 

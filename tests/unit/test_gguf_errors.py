@@ -32,7 +32,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     "where,match",
     [
         ("missing/m.gguf", "directory .*missing does not exist"),
-        ("a_file/m.gguf", "directory .*a_file does not exist"),
+        ("a_file/m.gguf", "a_file is a file, not a folder"),
         (".", "is a directory"),
     ],
 )

@@ -15,13 +15,13 @@ def _run(code: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_import_is_light_and_fast():
+def test_import_is_light():
+    # what is imported, not how long it took: a timing depends on the machine's load
     out = _run(
-        "import time, sys, json; t=time.perf_counter(); import edgeprune; dt=time.perf_counter()-t;"
-        f"print(json.dumps({{'dt': dt, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
+        "import sys, json; import edgeprune;"
+        f"print(json.dumps({{'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
     assert out["heavy"] == []
-    assert out["dt"] < 0.5, f"import edgeprune took {out['dt']:.2f}s"
 
 
 def test_registration_happens_when_transformers_is_imported():

@@ -122,7 +122,7 @@ def test_prefill_then_decode_matches_torch(which, request):
     logits, present = run_step(session, ids, empty_past(kv, head_dim, 2), 0)  # prefill: batch 2, past 0
     cache = DynamicCache(config=cfg)
     with torch.no_grad():
-        ref = model(IDS, past_key_values=cache, use_cache=True)
+        ref = model(IDS, cache=cache, use_cache=True)
     assert _rel(logits, ref.logits.numpy()) <= 1e-4
     # per-layer present shapes: (batch, kv_heads_i, past + seq, head_dim)
     assert [p.shape for p in present[::2]] == [(2, k, 9, head_dim) for k in kv]
@@ -132,7 +132,7 @@ def test_prefill_then_decode_matches_torch(which, request):
         logits, present = run_step(session, nxt.numpy(), present, past_len)
         past_len += 1
         with torch.no_grad():
-            ref = model(nxt, past_key_values=ref.past_key_values, use_cache=True)
+            ref = model(nxt, cache=ref.cache, use_cache=True)
         assert _rel(logits, ref.logits.numpy()) <= 1e-4
     assert present[0].shape[2] == past_len
 

@@ -78,13 +78,24 @@ def test_kv_cache_decode_matches_full_forward():
     with torch.no_grad():
         full = model(IDS).logits
         out = model(IDS[:, :8], use_cache=True)
-        cache, steps = out.past_key_values, [out.logits]
+        cache, steps = out.cache, [out.logits]
         for t in range(8, IDS.shape[1]):
-            out = model(IDS[:, t : t + 1], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(IDS[:, t : t + 1], cache=cache, use_cache=True)
+            cache = out.cache
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.get_seq_length() == IDS.shape[1]
+
+
+def test_kv_cache_under_its_pre_5_24_name():
+    # an app's older transformers passes the cache as past_key_values: the saved model takes it
+    model = tiny_per_layer()
+    with torch.no_grad():
+        full = model(IDS).logits
+        cache = model(IDS[:, :8], use_cache=True).cache
+        out = model(IDS[:, 8:9], past_key_values=cache, use_cache=True)
+    torch.testing.assert_close(out.logits, full[:, 8:9], atol=1e-5, rtol=1e-5)
+    assert out.cache is cache and cache.get_seq_length() == 9
 
 
 def test_generate_with_cache_equals_without():

@@ -297,11 +297,13 @@ print(json.dumps({{"working_mb": rep.working_mb, "peak": rep.peak_rss_mb, "start
 
 def test_working_memory_does_not_grow_with_depth():
     """The activations of one stream are 32 x 256 x 256 float32 = 8 MB: keeping every layer's would add
-    at least 8 MB per extra layer (48 MB from 2 to 8 layers); one submodel's worth stays flat."""
+    at least 8 MB per extra layer (64 MB from 2 to 10 layers); one submodel's worth stays flat. The
+    bound is half that: RSS moves by up to ~20 MB from run to run on a busy machine (allocator
+    caching), which a tighter bound turned into failures."""
     got = {}
-    for depth in (2, 8):
+    for depth in (2, 10):
         res = subprocess.run([sys.executable, "-c", _RSS_SCRIPT.format(root=str(ROOT)), str(depth)], capture_output=True,
                              text=True, timeout=300)  # fmt: skip
         assert res.returncode == 0, res.stderr[-2000:]
         got[depth] = json.loads(res.stdout.strip().splitlines()[-1])
-    assert got[8]["working_mb"] - got[2]["working_mb"] < 16, got
+    assert got[10]["working_mb"] - got[2]["working_mb"] < 32, got

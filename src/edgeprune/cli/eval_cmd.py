@@ -31,7 +31,10 @@ def run(args) -> int:
     from edgeprune.benchutil import write_json_atomic
     from edgeprune.errors import EdgepruneError
     from edgeprune.eval import Evaluator, PerplexityConfig, ZeroShotConfig
+    from edgeprune.fileio import check_writable
 
+    if args.json:  # replaced if it exists and its folders are created, as write_json_atomic does
+        check_writable(args.json, overwrite=True, parents=True)
     if not args.ppl and not args.tasks:
         raise EdgepruneError("nothing to evaluate: pass --ppl and/or --tasks (e.g. --tasks arc_easy,piqa)")
     # Validate every option before loading the model (seconds) so a typo fails at once.

@@ -25,10 +25,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from edgeprune.export.gguf.api import export_gguf, preflight
+
+    # Settle the cheap questions (type, output path, binary) before spending seconds loading the model.
+    preflight(args.out, qtype=args.qtype, overwrite=args.overwrite, verify=args.verify, llama_quantize=args.llama_quantize, option="--overwrite")
     from edgeprune.models import load
 
-    # Settle the cheap questions before spending seconds loading the model.
-    preflight(args.out, qtype=args.qtype, overwrite=args.overwrite, verify=args.verify, llama_quantize=args.llama_quantize, option="--overwrite")
     loaded = load(args.model)
     source = loaded.path if loaded.kind in ("builtin", "gguf") else None  # copy its tokenizer verbatim
     report = export_gguf(

@@ -51,12 +51,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from edgeprune.export.onnx.api import export_onnx, preflight
-    from edgeprune.models import load
 
-    # Settle the cheap questions before spending seconds loading the model.
+    # Settle the cheap questions (settings, output folder, onnx installed) before spending seconds loading the model.
     int4 = int4_options(args)
     preflight(args.out, quant=args.quant, block_size=args.block_size, exporter=args.exporter,
               verify=args.verify, overwrite=args.overwrite, option="--overwrite", **int4)  # fmt: skip
+    from edgeprune.models import load
+
     loaded = load(args.model)
     report = export_onnx(
         loaded.model, args.out, tokenizer=loaded.tokenizer, quant=args.quant, block_size=args.block_size,

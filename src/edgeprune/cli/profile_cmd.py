@@ -34,6 +34,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.out:  # before the minutes of measuring; write_report adds to an existing folder
+        from edgeprune.fileio import check_output_dir
+
+        check_output_dir(args.out, exist_ok=True, parents=True)
     from edgeprune.runtime.profile import format_markdown, profile, write_report
 
     options = None

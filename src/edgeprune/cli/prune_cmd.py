@@ -1,9 +1,9 @@
 """``edgeprune prune``: structured width pruning (Adapt-Pruner or a baseline) -> a per-layer model directory.
 
-Order of work: validate the settings (target, method, YAML keys), the output path and the
-calibration source; load the model (unsupported architectures fail here); check the target is
-reachable with the alignment; calibrate; prune (and train); write ``--out`` atomically. Any
-EdgepruneError before the last step leaves nothing on disk.
+Order of work: validate the output path (before anything heavy is imported), the settings
+(target, method, YAML keys) and the calibration source; load the model (unsupported
+architectures fail here); check the target is reachable with the alignment; calibrate; prune (and
+train); write ``--out`` atomically. Any EdgepruneError before the last step leaves nothing on disk.
 """
 
 from __future__ import annotations
@@ -69,13 +69,12 @@ def build_config(args):
 
 def run(args) -> int:
     from edgeprune.errors import EdgepruneError
+    from edgeprune.fileio import check_output_dir
 
+    # The output first: it needs no import of torch, and a bad --out must not cost a model load.
+    check_output_dir(args.out, overwrite=args.force, option="--force")
+    out = Path(args.out).expanduser()
     cfg = build_config(args)
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise EdgepruneError(f"{out} already exists: pass --force to replace it or choose another --out")
-    if not out.parent.exists():
-        raise EdgepruneError(f"the parent directory of {out} does not exist: create it first")
     from edgeprune.compress.calib import NAMED_SOURCES
 
     if args.calib_pool < 1:

@@ -1,7 +1,7 @@
 """``edgeprune reconstruct``: fit a pruned model's blocks to its dense original's activations
 (local reconstruction, arXiv 2510.14444) -> a model directory.
 
-Order of work: build and validate the step config and the output path; load both models; check
+Order of work: check the output path; build and validate the step config; load both models; check
 they correspond (depth, hidden size) and that the granularity fits the depth; draw calibration
 windows; reconstruct; write ``--out`` atomically. Any EdgepruneError before the write leaves
 nothing on disk.
@@ -70,13 +70,11 @@ def build_config(args):
 
 def run(args) -> int:
     from edgeprune.errors import EdgepruneError
+    from edgeprune.fileio import check_output_dir
 
-    cfg = build_config(args)
+    check_output_dir(args.out, overwrite=args.overwrite)  # first: a bad --out must not cost a model load
     out = Path(args.out).expanduser()
-    if out.exists() and not args.overwrite:
-        raise EdgepruneError(f"{out} already exists: pass --overwrite to replace it or choose another --out")
-    if not out.parent.exists():
-        raise EdgepruneError(f"the parent directory of {out} does not exist: create it first")
+    cfg = build_config(args)
     if args.calib_windows < 1:
         raise EdgepruneError(f"the calibration set is empty (--calib-windows {args.calib_windows}): ask for at least one window")
     if args.calib_seq_len < 2:

@@ -1,7 +1,7 @@
 """``edgeprune sparsify``: N:M (2:4) sparsity, optional AST training and int4/int8 quantization ->
 a compressed artifact (only the kept values, their positions and the scales).
 
-Order of work: build and validate every step config and the output path; load the model; check
+Order of work: check the output path; build and validate every step config; load the model; check
 that the pattern and the quantization group divide every layer width; draw calibration (and
 training) windows; prune (one-shot, or AST training from a one-shot start); quantize; write
 ``--out`` atomically and read it back. Any EdgepruneError before the write leaves nothing on disk.
@@ -124,15 +124,13 @@ def _check_source(src: str) -> None:
 
 def run(args) -> int:
     from edgeprune.errors import EdgepruneError
+    from edgeprune.fileio import check_output_dir
 
+    check_output_dir(args.out, overwrite=args.overwrite)  # first: a bad --out must not cost a model load
+    out = Path(args.out).expanduser()
     step, quant_after = build_steps(args)  # one-shot: the quant step is nested in the prune step (one pass)
     quant = quant_after if quant_after is not None else getattr(step, "quant", None)
     notes = where_24_pays(args.target)  # an unknown --target fails here, before any loading
-    out = Path(args.out).expanduser()
-    if out.exists() and not args.overwrite:
-        raise EdgepruneError(f"{out} already exists: pass --overwrite to replace it or choose another --out")
-    if not out.parent.exists():
-        raise EdgepruneError(f"the parent directory of {out} does not exist: create it first")
     for n, flag in ((args.calib_windows, "--calib-windows"), (args.calib_seq_len, "--calib-seq-len"), (args.train_seq_len, "--train-seq-len")):
         if n < 1 or (flag.endswith("seq-len") and n < 2):
             raise EdgepruneError(f"{flag} must be a positive integer (a window needs at least 2 tokens), got {n}")

@@ -143,7 +143,7 @@ def sample_sequences(model, *, n: int, seq_len: int, generator: torch.Generator,
         cache = DynamicCache(config=model.config)
         step_in = ids
         for t in range(1, seq_len):
-            logits = model(input_ids=step_in, past_key_values=cache, use_cache=True).logits[:, -1].float()
+            logits = model(input_ids=step_in, cache=cache, use_cache=True).logits[:, -1].float()
             if t <= greedy_tokens:
                 nxt = logits.argmax(-1, keepdim=True)
             else:

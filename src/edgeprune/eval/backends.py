@@ -257,7 +257,7 @@ class TorchBackend(_PrefixCacheBackend):
         # With right padding and no cache a causal mask is all that is needed: leaving the padding
         # mask out keeps SDPA on its fast is_causal path.
         if past is not None:
-            kwargs["past_key_values"] = past
+            kwargs["cache"] = past
             kwargs["attention_mask"] = mask
         if last is not None:
             # Only the rows' last positions are needed: skip the lm_head everywhere else.
@@ -268,7 +268,7 @@ class TorchBackend(_PrefixCacheBackend):
         logits = out.logits
         if last is not None:
             logits = logits[torch.arange(len(last)), inverse]  # (batch, vocab)
-        return logits, out.past_key_values
+        return logits, out.cache
 
     def _select(self, past, rows):
         # A new cache object over new tensors (the forward appends to it; `past` must stay as is).
@@ -431,7 +431,7 @@ class LlamaCppBackend:
     def _ensure(self, n_tokens: int) -> None:
         if self._llm is not None and n_tokens <= self._n_ctx:
             return
-        from llama_cpp import Llama
+        from edgeprune.runtime.runner import new_llama
 
         n_ctx = max(n_tokens, 512)
         old = self._llm
@@ -439,7 +439,7 @@ class LlamaCppBackend:
         if old is not None:
             old.close()
         try:
-            llm = Llama(model_path=str(self.path), logits_all=True, n_ctx=n_ctx, n_batch=512,
+            llm = new_llama(model_path=str(self.path), logits_all=True, n_ctx=n_ctx, n_batch=512,
                         n_threads=self.threads, n_threads_batch=self.threads, verbose=False)  # fmt: skip
         except (ValueError, RuntimeError) as exc:
             raise EdgepruneError(f"llama.cpp cannot load {self.path}: {str(exc)[:160]}; re-export the GGUF") from None

@@ -30,7 +30,7 @@ def _per_layer(name: str, value, n_layers: int) -> list[int]:
 
 class EdgepruneLlamaConfig(PreTrainedConfig):
     model_type = "edgeprune_llama"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the KV cache, as 5.24+ and older 5.x name it
 
     vocab_size: int = 32000
     hidden_size: int = 4096

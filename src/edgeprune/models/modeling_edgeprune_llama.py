@@ -8,6 +8,10 @@ sequence length stays right for every layer.
 
 This file is copied next to the weights by ``save_pretrained``; it must import nothing from
 edgeprune so that plain transformers can load the directory with ``trust_remote_code=True``.
+
+The KV cache is passed as ``cache`` (transformers >= 5.24, which warns on the old name). An app
+that loads a saved directory may run an older 5.x, which passes and reads ``past_key_values``:
+the model takes either name and returns its cache under the name the installed version declares.
 """
 
 from __future__ import annotations
@@ -32,6 +36,15 @@ from transformers.models.llama.modeling_llama import (
 
 from .configuration_edgeprune_llama import EdgepruneLlamaConfig
 
+# "cache" from transformers 5.24 on, "past_key_values" before (the name outputs and masks take)
+CACHE_KW = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _cache_arg(cache, kwargs: dict):
+    """The KV cache under either name; the old one is removed from ``kwargs`` so it goes no further."""
+    old = kwargs.pop("past_key_values", None)
+    return cache if cache is not None else old
+
 
 class EdgepruneLlamaAttention(nn.Module):
     def __init__(self, config: EdgepruneLlamaConfig, layer_idx: int):
@@ -52,7 +65,7 @@ class EdgepruneLlamaAttention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_key_value_heads * d, bias=qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * d, h, bias=config.o_proj_bias)
 
-    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, cache=None, **kwargs):
         input_shape = hidden_states.shape[:-1]
         # (batch, seq, hidden) -> (batch, heads, seq, head_dim)
         q = self.q_proj(hidden_states).view(*input_shape, self.num_heads, self.head_dim).transpose(1, 2)
@@ -60,8 +73,8 @@ class EdgepruneLlamaAttention(nn.Module):
         v = self.v_proj(hidden_states).view(*input_shape, self.num_key_value_heads, self.head_dim).transpose(1, 2)
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -113,26 +126,27 @@ class EdgepruneLlamaDecoderLayer(GradientCheckpointingLayer):
         hidden_states,
         attention_mask=None,
         position_ids=None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache=False,
         position_embeddings=None,
         **kwargs,
     ):
+        cache = _cache_arg(cache, kwargs)
         if self.self_attn is not None:
             residual = hidden_states
             attn_out, _ = self.self_attn(
                 self.input_layernorm(hidden_states),
                 position_embeddings=position_embeddings,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 **kwargs,
             )
             hidden_states = residual + attn_out
-        elif past_key_values is not None:
+        elif cache is not None:
             # Keep this layer's (empty) cache entry in step: (batch, 0 heads, seq, head_dim)
             b, s = hidden_states.shape[:2]
             empty = hidden_states.new_zeros(b, 0, s, self.head_dim)
-            past_key_values.update(empty, empty, self.layer_idx)
+            cache.update(empty, empty, self.layer_idx)
         if self.mlp is not None:
             hidden_states = hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states
@@ -144,7 +158,7 @@ class EdgepruneLlamaPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["EdgepruneLlamaDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_KW]
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_attention_backend = True
@@ -170,29 +184,30 @@ class EdgepruneLlamaModel(EdgepruneLlamaPreTrainedModel):
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds=None,
         use_cache=None,
         output_hidden_states=None,
         **kwargs,
     ):
+        cache = _cache_arg(cache, kwargs)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen
             position_ids = position_ids.unsqueeze(0)
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{CACHE_KW: cache},
         )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
@@ -204,7 +219,7 @@ class EdgepruneLlamaModel(EdgepruneLlamaPreTrainedModel):
                 hidden_states,
                 attention_mask=causal_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values if use_cache else None,
+                cache=cache if use_cache else None,
                 use_cache=use_cache,
                 position_embeddings=position_embeddings,
                 **kwargs,
@@ -214,8 +229,8 @@ class EdgepruneLlamaModel(EdgepruneLlamaPreTrainedModel):
             all_hidden.append(hidden_states)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            **{CACHE_KW: cache if use_cache else None},
         )
 
 
@@ -234,7 +249,7 @@ class EdgepruneLlamaForCausalLM(EdgepruneLlamaPreTrainedModel, GenerationMixin):
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds=None,
         labels=None,
         use_cache=None,
@@ -246,7 +261,7 @@ class EdgepruneLlamaForCausalLM(EdgepruneLlamaPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_cache_arg(cache, kwargs),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
@@ -262,8 +277,8 @@ class EdgepruneLlamaForCausalLM(EdgepruneLlamaPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
+            **{CACHE_KW: getattr(outputs, CACHE_KW)},
         )
 
 

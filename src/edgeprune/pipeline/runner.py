@@ -27,6 +27,7 @@ from edgeprune.pipeline.plan import Plan, make_plan
 import edgeprune.pipeline.steps  # noqa: F401  (registers export / evaluate / profile)
 from edgeprune.pipeline.recipes import Recipe, parse_recipe
 from edgeprune.errors import EdgepruneError
+from edgeprune.fileio import check_output_dir, write_text_atomic
 from edgeprune.memory import peak_rss_mb, release_memory, rss_mb
 
 BUILD_FORMAT = 1
@@ -119,11 +120,10 @@ def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max
         except EdgepruneError as exc:
             problems.append(str(exc))
     out = Path(out)
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    import os
-
-    if not os.access(probe, os.W_OK):
-        problems.append(f"cannot write the build to {out}: {probe} is not writable; choose another --out")
+    try:
+        check_output_dir(out, exist_ok=True, parents=True)  # whether it holds a build is build()'s question
+    except EdgepruneError as exc:
+        problems.append(str(exc))
     if profile is not None and info is not None and recipe_obj is not None:
         export = next((s for s in recipe_obj.steps if s.STEP == "export"), None)
         try:
@@ -135,6 +135,18 @@ def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max
     if problems:
         raise EdgepruneError(" | ".join(problems))
     return recipe_obj, plan, info
+
+
+def check_build_dir(out: Path, *, resume: bool) -> None:
+    """Refuse an ``out`` that cannot take this build, in microseconds, before anything is loaded:
+    a path that cannot be a writable folder, a folder holding something else, or a finished or
+    half-done build without ``resume``. An empty folder is fine."""
+    check_output_dir(out, exist_ok=True, parents=True)
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "build.json").is_file():
+            raise EdgepruneError(f"{out} exists and is not an edgeprune build: choose another --out")
+        if not resume:
+            raise EdgepruneError(f"{out} already holds a build: pass --resume to continue it, or choose another --out")
 
 
 def build(
@@ -164,21 +176,16 @@ def build(
     recipe = recipe or DEFAULT_RECIPE
     source = model or DEFAULT_MODEL
     out = Path(out or f"dist/{target}")
+    check_build_dir(out, resume=resume)
     recipe_obj, plan, _ = prepare(target, model=source, recipe=recipe, out=out, max_memory_bytes=max_memory_bytes,
                                   min_decode_tps=min_decode_tps, remote=remote)  # fmt: skip
     header = {"format": BUILD_FORMAT, "target": target, "model": source, "recipe": recipe_obj.name,
               "steps": [s.to_dict() for s in recipe_obj.steps], "plan": plan.to_dict()}  # fmt: skip
     build_json = out / "build.json"
-    if out.exists() and any(out.iterdir()):
-        if not build_json.is_file():
-            raise EdgepruneError(f"{out} exists and is not an edgeprune build: choose another --out")
-        if not resume:
-            raise EdgepruneError(f"{out} already holds a build: pass --resume to continue it, or choose another --out")
+    if build_json.is_file():  # resuming (check_build_dir refused anything else)
         previous = json.loads(build_json.read_text())
         if {k: previous.get(k) for k in ("target", "model", "steps")} != {k: header[k] for k in ("target", "model", "steps")}:
             log("note: target, model or recipe changed since the last run; stages whose inputs changed run again")
-    from edgeprune.fileio import write_text_atomic
-
     (out / "stages").mkdir(parents=True, exist_ok=True)
     write_text_atomic(build_json, json.dumps(header, indent=2) + "\n")
     for stale in (out / "stages").glob(".*.tmp"):

@@ -30,6 +30,42 @@ import time
 RUNTIME_MODULES = {"llama.cpp": "llama_cpp", "onnxruntime": "onnxruntime"}
 
 
+def amx_repack_off() -> bool:
+    """Whether :func:`new_llama` turns llama.cpp's extra weight buffers off: where the library was
+    built with AMX. On this project's Xeon hosts (AMX in the CPU flags, llama-cpp-python 0.3.36
+    built natively) the AMX buffer repacks the weights at load and the first decode segfaults, for
+    the packaged SmolLM2 Q4_1 file and tiny q8_0 files alike; with the extra buffers off the same
+    files load and compute. The cost is the repacked kernels' speed, on AMX builds only."""
+    import llama_cpp
+
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace")
+
+
+def new_llama(**kwargs):
+    """``llama_cpp.Llama(**kwargs)``, with the extra (repacked) weight buffers off where
+    :func:`amx_repack_off` says so. Every llama.cpp model edgeprune opens goes through here."""
+    import llama_cpp
+    import llama_cpp.llama as llama_module
+
+    if not amx_repack_off():
+        return llama_cpp.Llama(**kwargs)
+    # Llama() takes its model parameters from this function and has no argument for the field:
+    # swap the function for the constructor's duration only.
+    low = llama_module.llama_cpp
+    default = low.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = params
+    try:
+        return llama_cpp.Llama(**kwargs)
+    finally:
+        low.llama_model_default_params = default
+
+
 def random_tokens(n: int, vocab: int, seed: int) -> list:
     import random
 
@@ -40,10 +76,8 @@ def random_tokens(n: int, vocab: int, seed: int) -> list:
 
 def run_llamacpp(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, seed: int, gpu_layers: int = 0) -> dict:
     """``gpu_layers``: layers offloaded to the GPU (a CUDA/Metal/Vulkan build of llama.cpp; 0 = CPU)."""
-    import llama_cpp
-
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(
+    llm = new_llama(
         model_path=artifact, n_ctx=prompt_tokens + gen_tokens + 16, n_batch=512, n_ubatch=512, n_gpu_layers=gpu_layers,
         n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False, seed=seed,
     )  # fmt: skip

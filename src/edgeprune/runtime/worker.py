@@ -44,11 +44,11 @@ def run_torch(artifact: str, prompt_tokens: int, gen_tokens: int, threads: int, 
         def once(p, g):
             t = time.perf_counter()
             out = model(p, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
+            cache = out.cache
             t_prefill = time.perf_counter() - t
             t = time.perf_counter()
             for i in range(g.shape[1]):
-                cache = model(g[:, i : i + 1], past_key_values=cache, use_cache=True).past_key_values
+                cache = model(g[:, i : i + 1], cache=cache, use_cache=True).cache
             return t_prefill, time.perf_counter() - t
 
         once(prompt[:, :16], gen[:, :4])  # warm-up

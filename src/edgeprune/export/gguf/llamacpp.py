@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.runtime.runner import new_llama
 
 
 def default_threads() -> int:
@@ -32,6 +33,7 @@ def default_threads() -> int:
 
 
 GGML_TYPE_F32 = 0  # ggml_type enum value
+
 
 _WHY = re.compile(r"error|wrong|invalid|unknown|missing|not found", re.I)
 
@@ -59,7 +61,7 @@ def llama_model(
     threads = n_threads or default_threads()
     llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
     try:
-        llm = llama_cpp.Llama(
+        llm = new_llama(
             model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, vocab_only=vocab_only,
             n_threads=threads, n_threads_batch=threads, verbose=False,
             **({"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_kv_cache else {}),

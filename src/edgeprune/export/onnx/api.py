@@ -30,6 +30,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.export.common import ExportConfig, unknown_choice, versions
 from edgeprune.export.onnx import names
 from edgeprune.export.onnx.report import OnnxExportReport
+from edgeprune.fileio import check_output_dir
 
 QUANTS = ("fp32", "int8", "int8-dynamic", "int4")
 EXPORTERS = ("dynamo", "torchscript")
@@ -171,20 +172,9 @@ def preflight(
 
 
 def check_out_dir(out_dir: str | Path, *, overwrite: bool, option: str = "overwrite=True") -> Path:
-    """Fail before any expensive work if ``out_dir`` cannot be (re)written; return it resolved."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise EdgepruneError(f"output {out} is a file: pass a folder name for the ONNX export")
-    if out.exists() and not overwrite:
-        raise EdgepruneError(f"output {out} already exists: pass {option} to replace it, or choose another folder")
-    ancestor = out.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise EdgepruneError(f"cannot create {out}: {ancestor} is a file, not a folder; choose another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise EdgepruneError(f"cannot create {out}: folder {ancestor} is not writable; choose another --out")
-    return out.resolve()
+    """Fail before any expensive work if ``out_dir`` cannot be (re)written; return it resolved.
+    The export creates missing parent folders."""
+    return check_output_dir(out_dir, overwrite=overwrite, option=option, parents=True)
 
 
 def prepare_model(model):

@@ -75,7 +75,7 @@ def _verify(session, torch_model, *, kv_heads, head_dim, vocab_size, quant: str,
         cache = DynamicCache(config=torch_model.config)
         t_ids = torch.from_numpy(ids)
         with torch.no_grad():
-            ref = torch_model(input_ids=t_ids, attention_mask=torch.ones_like(t_ids), past_key_values=cache, use_cache=True)
+            ref = torch_model(input_ids=t_ids, attention_mask=torch.ones_like(t_ids), cache=cache, use_cache=True)
         prefill_rel = max(prefill_rel, compare(logits, ref.logits.float().numpy()))
         past_len = length
         for _ in range(DECODE_STEPS):
@@ -88,7 +88,7 @@ def _verify(session, torch_model, *, kv_heads, head_dim, vocab_size, quant: str,
                     input_ids=nxt,
                     attention_mask=torch.ones(1, past_len, dtype=torch.long),
                     position_ids=torch.tensor([[past_len - 1]]),
-                    past_key_values=ref.past_key_values,
+                    cache=ref.cache,
                     use_cache=True,
                 )
             decode_rel = max(decode_rel, compare(logits, ref.logits.float().numpy()))

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from edgeprune.data.paths import EMBEDDED_DIR
 from edgeprune.export.gguf import export_gguf
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-WIKI = DATA / "wikitext-2-raw" / "wiki.test.raw"
+WIKI = EMBEDDED_DIR / "wikitext-2-raw" / "wiki.test.raw"  # the copy edgeprune ships
 
 
 def wiki_lines(n: int) -> list[str]:
-    if not WIKI.is_file():
-        pytest.skip(f"WikiText-2 not found at {WIKI}")
     lines = [ln for ln in WIKI.read_text(encoding="utf-8").splitlines() if ln.strip()]
     return lines[:n]
 

@@ -12,6 +12,9 @@ from edgeprune.compress.calib import calibration_windows
 from edgeprune.compress.structured import param_counts, save_pruned
 from edgeprune.threads import torch_threads
 from edgeprune.models import load, to_per_layer
+from tests.unit.eval_helpers import TEST_DATA
+
+SHAKESPEARE = str(TEST_DATA / "calib" / "tiny_shakespeare.txt")  # the first 60 KB of calib/tiny_shakespeare.txt
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +22,7 @@ def pruned(default_model):
     model, tok = default_model
     with torch_threads(2):
         dense = to_per_layer(model)
-        calib = calibration_windows(tok, "shakespeare", n_windows=8, seq_len=64, seed=0)
+        calib = calibration_windows(tok, SHAKESPEARE, n_windows=8, seq_len=64, seed=0)
         # delta = amplitude = 0.05: three mini-steps instead of eight, still adaptive per layer
         step = StructuredPrune(target=0.1, method="adapt", calib_windows=4, delta=0.05, amplitude=0.05)
         new, rep = compress(dense, step, calib, progress=False)

@@ -13,8 +13,10 @@ from edgeprune.compress.calib import calibration_windows
 from edgeprune.compress.calibrate import block_linears
 from edgeprune.compress.reconstruct import Reconstruct, reconstruct
 from edgeprune.threads import torch_threads
+from tests.unit.eval_helpers import TEST_DATA
 
 DEPTH = 3
+SHAKESPEARE = str(TEST_DATA / "calib" / "tiny_shakespeare.txt")  # the first 60 KB of calib/tiny_shakespeare.txt
 
 
 def test_wanda_2_4_reconstruction_on_the_first_layers(default_model):
@@ -22,7 +24,7 @@ def test_wanda_2_4_reconstruction_on_the_first_layers(default_model):
     dense = copy.deepcopy(model)
     dense.model.layers = dense.model.layers[:DEPTH]  # (the session fixture keeps its 30 layers)
     dense.config.num_hidden_layers = DEPTH
-    calib = calibration_windows(tok, "shakespeare", n_windows=8, seq_len=128, seed=0, progress=False)
+    calib = calibration_windows(tok, SHAKESPEARE, n_windows=8, seq_len=128, seed=0, progress=False)
     pruned = copy.deepcopy(dense)
     cfg = Reconstruct(prune="wanda", epochs=2, batch_size=2)
     with torch_threads(1):  # small blocks: one intra-op thread is fastest on a shared machine

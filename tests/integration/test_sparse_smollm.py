@@ -12,12 +12,15 @@ from edgeprune.compress.calib import calibration_windows
 from edgeprune.compress.packed import load_packed, save_packed
 from edgeprune.compress.sparsify import NMPrune, WeightQuant, nm_prune
 from edgeprune.threads import torch_threads
+from tests.unit.eval_helpers import TEST_DATA
+
+SHAKESPEARE = str(TEST_DATA / "calib" / "tiny_shakespeare.txt")  # the first 60 KB of calib/tiny_shakespeare.txt
 
 
 @pytest.fixture(scope="module")
 def wanda_int4(default_model, tmp_path_factory):
     model, tok = default_model
-    calib = calibration_windows(tok, "shakespeare", n_windows=4, seq_len=128, seed=0, progress=False)
+    calib = calibration_windows(tok, SHAKESPEARE, n_windows=4, seq_len=128, seed=0, progress=False)
     sparse = copy.deepcopy(model)
     step = NMPrune(method="wanda", quant=WeightQuant(bits=4, group_size=64, method="rtn"), batch_size=4)
     with torch_threads(1):  # the calibration and RTN loops are many small ops

@@ -1,21 +1,14 @@
-"""Shared helpers for the evaluation tests: the data directory, fake backends and tokenizers."""
+"""Shared helpers for the evaluation tests: the test-data folder, fake backends and tokenizers."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-
-def shared_data() -> Path:
-    """``../shared/data`` beside the checkout, or ``$EDGEPRUNE_DATA``; skips the test when absent."""
-    env = os.environ.get("EDGEPRUNE_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"shared evaluation data not found at {root} (set EDGEPRUNE_DATA)")
-    return root
+# Excerpts (the first records) of the data directory's files, in its layout, shipped with the tests
+# so every machine runs them on the same bytes: tests/data/README.md says what each holds.
+TEST_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 class CharTokenizer:

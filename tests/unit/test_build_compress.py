@@ -11,6 +11,9 @@ import torch
 from edgeprune.errors import EdgepruneError
 from edgeprune.pipeline.recipes import parse_recipe, registered_recipes
 from tests.tiny import save_tiny, tiny_llama
+from tests.unit.eval_helpers import TEST_DATA
+
+SHAKESPEARE = TEST_DATA / "calib" / "tiny_shakespeare.txt"  # an excerpt: the tests need no data directory
 
 
 def test_every_builtin_recipe_is_runnable_here():
@@ -164,7 +167,7 @@ steps:
     batch_size: 2
     mask_every: 100
     train_dtype: float32
-""", calib="shakespeare")
+""", calib=str(SHAKESPEARE))
     recon, ast = report["stages"]
     assert ast["figures"]["steps"] == 2  # 1024 tokens / (2 x 256)
     before = load(str(tmp_path / "out" / "stages" / "01-reconstruct" / "model")).model

@@ -11,7 +11,7 @@ import torch
 from edgeprune.cli.main import main
 from edgeprune.eval import Evaluator, PerplexityConfig
 from tests.tiny import save_tiny, tiny_llama, tiny_tokenizer
-from tests.unit.eval_helpers import shared_data
+from tests.unit.eval_helpers import TEST_DATA
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +57,14 @@ def test_evaluator_takes_a_model_object_and_batching_does_not_change_ppl(corpus)
 
 
 def test_zero_shot_on_the_cli_with_limit(tiny_dir, tmp_path, capsys):
-    data = shared_data()
     out = tmp_path / "z.json"
-    argv = ["eval", "--model", str(tiny_dir), "--tasks", "boolq,winogrande", "--limit", "3", "--data-dir", str(data),
+    argv = ["eval", "--model", str(tiny_dir), "--tasks", "boolq,winogrande", "--limit", "3", "--data-dir", str(TEST_DATA),
             "--json", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     rows = json.loads(out.read_text())["zeroshot"]
     assert [r["task"] for r in rows] == ["boolq", "winogrande"]
     assert all(r["n"] == 3 and r["acc_norm"] is None and 0 <= r["acc"] <= 1 for r in rows)
-    assert rows[0]["n_total"] == 3270 and rows[0]["seed"] == 1234
+    assert rows[0]["n_total"] == 40 and rows[0]["seed"] == 1234
 
 
 def test_unknown_task_names_the_closest(capsys):

@@ -1,4 +1,5 @@
-"""Each task parser on the real files' first records, the prompts they produce, and bad files."""
+"""Each task parser on the first records of the real files (the excerpts in tests/data), the prompts
+they produce, and bad files."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ import pytest
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.eval.tasks import TASKS, get_task, hellaswag_preprocess, load_docs, load_records
-from tests.unit.eval_helpers import shared_data
+from tests.unit.eval_helpers import TEST_DATA
 
 
 @pytest.fixture(scope="module")
 def data():
-    return shared_data()
+    return TEST_DATA
 
 
 def test_arc_easy_first_record(data):
     docs = load_docs("arc_easy", data_dir=data)
-    assert len(docs) == 2376
+    assert len(docs) == 100  # the excerpt: the first 100 of 2,376
     d = docs[0]
     ctx = "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:"
     assert d.requests[0] == (ctx, " Sunlight is the source of energy for nearly all ecosystems.")
@@ -29,21 +30,25 @@ def test_arc_easy_first_record(data):
 
 def test_arc_digit_labels_are_matched_like_letters(data):
     recs = load_records("arc_challenge", data_dir=data)
-    assert len(recs) == 1172
+    assert len(recs) == 50  # the excerpt: the first 50 of 1,172
     assert recs[0]["answerKey"] == "C" and load_docs("arc_challenge", data_dir=data)[0].gold == 2
-    digit = [r for r in recs if r["choices"]["label"][0] == "1"]
-    assert len(digit) == 22  # PROVENANCE.md: 22 ARC-c items use "1".."4"
-    r = digit[0]
-    assert r["answerKey"] in {"1", "2", "3", "4"}
-    assert get_task("arc_challenge").to_doc(r).gold == int(r["answerKey"]) - 1
+    digit = [i for i, r in enumerate(recs) if r["choices"]["label"][0] == "1"]
+    assert digit == [44]  # PROVENANCE.md: 22 ARC-c items use "1".."4"; record 45 is the first
+    r = recs[44]
+    assert r["choices"]["label"] == ["1", "2", "3", "4"] and r["answerKey"] == "2"
+    assert get_task("arc_challenge").to_doc(r).gold == int(r["answerKey"]) - 1 == 1
     easy = load_records("arc_easy", data_dir=data)
-    assert sum(1 for r in easy if r["choices"]["label"][0] == "1") == 97
-    assert max(len(r["choices"]["label"]) for r in easy) == 5  # the one item with an E choice
+    assert sum(1 for r in easy if r["choices"]["label"][0] == "1") == 6  # 97 in the whole file
+    # choice counts other than 4 (the whole file also has one item with an E choice, record 501)
+    (odd,) = [i for i, r in enumerate(easy) if len(r["choices"]["label"]) != 4]
+    assert odd == 93 and easy[odd]["choices"]["label"] == ["A", "B", "C"]
+    three = load_docs("arc_easy", data_dir=data)[odd]
+    assert len(three.requests) == 3 and len(three.norm_lengths) == 3 and three.gold == 1  # answer B
 
 
 def test_piqa_first_record(data):
     docs = load_docs("piqa", data_dir=data)
-    assert len(docs) == 1838
+    assert len(docs) == 40  # the excerpt: the first 40 of 1,838
     d = docs[0]
     assert d.requests[0][0] == "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:"
     assert d.requests[0][1].startswith(" Provide the guinea pig with a cage full of a few inches of bedding made of ripped paper")
@@ -52,7 +57,7 @@ def test_piqa_first_record(data):
 
 def test_hellaswag_first_record(data):
     docs = load_docs("hellaswag", data_dir=data)
-    assert len(docs) == 10042
+    assert len(docs) == 40  # the excerpt: the first 40 of 10,042 tasks
     d = docs[0]
     assert d.requests[0] == ("Roof shingle removal: A man is sitting on a roof. he", " is using wrap to wrap a pair of skis.")
     assert d.requests[3][1] == " starts pulling up roofing on a roof."
@@ -66,19 +71,19 @@ def test_hellaswag_preprocess_is_lm_evals():
 
 def test_boolq_first_record_with_string_labels(data):
     docs = load_docs("boolq", data_dir=data)
-    assert len(docs) == 3270
+    assert len(docs) == 40  # the excerpt: the first 40 of 3,270
     d = docs[0]
     ctx, cont = d.requests[0]
     assert ctx.startswith("Ethanol fuel -- All biomass goes through")
     assert ctx.endswith("\nQuestion: does ethanol take more energy make that produces?\nAnswer:")
     assert [c for _, c in d.requests] == [" no", " yes"]
     assert d.gold == 0  # "false"
-    assert sum(doc.gold for doc in docs) == 2033  # PROVENANCE.md: 2,033 true
+    assert sum(doc.gold for doc in docs) == 31  # 31 of the excerpt's 40 are "true" (2,033 of 3,270 overall)
 
 
 def test_winogrande_first_record_partial_scoring(data):
     docs = load_docs("winogrande", data_dir=data)
-    assert len(docs) == 1267
+    assert len(docs) == 40  # the excerpt: the first 40 of 1,267
     d = docs[0]
     assert d.requests == (
         ("Sarah was a much better surgeon than Maria so Sarah", " always got the easier cases."),
@@ -90,7 +95,7 @@ def test_winogrande_first_record_partial_scoring(data):
 
 def test_openbookqa_first_record_from_the_tsv(data):
     docs = load_docs("openbookqa", data_dir=data)
-    assert len(docs) == 500
+    assert len(docs) == 40  # the excerpt: the first 40 of 500
     d = docs[0]
     assert d.requests[0][0].startswith("A person wants to start saving money") and d.requests[0][0].endswith("save money is to")
     assert [c for _, c in d.requests] == [" make more phone calls", " quit eating lunch out",
@@ -133,7 +138,7 @@ def test_missing_file_names_the_path_and_the_fix(tmp_path):
     [
         ("arc_easy", "zeroshot/arc_easy/test.jsonl", '{"id": 1}\n', r"\(record 1\): expected question.stem"),
         ("arc_easy", "zeroshot/arc_easy/test.jsonl", '{"a": 1}\n{oops\n', r"\(line 2\): not JSON"),
-        ("piqa", "zeroshot/piqa/valid-labels.lst", "0\n1\n", r"2 labels for 1838 records"),
+        ("piqa", "zeroshot/piqa/valid-labels.lst", "0\n1\n", r"2 labels for 40 records"),
         ("boolq", "zeroshot/boolq/val.jsonl", '{"question": "q", "passage": "p", "label": "maybe"}\n', r"label 'maybe'"),
         ("hellaswag", "zeroshot/hellaswag/val.llamacpp.txt", "ctx\n3\na\nb\nc\n", r"not a multiple of 6"),
         ("hellaswag", "zeroshot/hellaswag/val.llamacpp.txt", "ctx\n7\na\nb\nc\nd\n", r"gold '7'"),

@@ -38,10 +38,7 @@ def test_file_sources_and_the_evaluation_set_is_refused(tmp_path):
         calibration_windows(tok, "wikitext2", n_windows=3, seq_len=32)
     from edgeprune.data import resolve_data_file
 
-    try:
-        test_file = resolve_data_file("wikitext-2-raw/wiki.test.raw")
-    except EdgepruneError:
-        pytest.skip("shared data directory not present")
+    test_file = resolve_data_file("wikitext-2-raw/wiki.test.raw")  # shipped with the package: always there
     copy = tmp_path / "renamed.txt"  # a renamed copy is caught by its content hash
     shutil.copy(test_file, copy)
     with pytest.raises(EdgepruneError, match="WikiText-2 test file"):

@@ -15,7 +15,10 @@ from edgeprune.compress.sparse_train import SparseTrain
 from edgeprune.compress.sparsify import NMPrune, WeightQuant
 from edgeprune.errors import EdgepruneError
 from tests.tiny import save_tiny, tiny_llama
+from tests.unit.eval_helpers import TEST_DATA
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
+
+SHAKESPEARE = TEST_DATA / "calib" / "tiny_shakespeare.txt"  # an excerpt: the tests need no data directory
 
 CONFIGS = [NMPrune(), NMPrune(pattern="4:8", method="sparsegpt", quant=WeightQuant(bits=8, symmetric=False)),
            WeightQuant(), SparseTrain(), SparseTrain(init="magnitude", slorb=False, tokens=1234)]  # fmt: skip
@@ -97,7 +100,7 @@ def test_cli_ast_with_slorb_saves_a_merged_dense_checkpoint(tiny_dir, tmp_path, 
     from transformers import AutoModelForCausalLM
 
     code, out, err = _run(capsys, "--model", tiny_dir, "--method", "magnitude", "--train", "ast", "--tokens", 256,
-                          "--batch-size", 2, "--train-data", "shakespeare", "--train-seq-len", 32, "--out", tmp_path / "a",
+                          "--batch-size", 2, "--train-data", SHAKESPEARE, "--train-seq-len", 32, "--out", tmp_path / "a",
                           "--save-dense", "--quiet")  # fmt: skip
     assert code == 0, err
     packed, _ = load_packed(tmp_path / "a")
@@ -113,7 +116,7 @@ def test_cli_ast_from_an_already_sparse_model_keeps_its_mask_and_distils_from_th
     # the path of the best 2:4 recipe: a pruned (e.g. reconstructed) model in, its own mask kept, the dense model teaching
     assert _run(capsys, "--model", tiny_dir, "--method", "magnitude", "--out", tmp_path / "p", "--quiet")[0] == 0
     code, out, err = _run(capsys, "--model", tmp_path / "p", "--method", "none", "--train", "ast", "--teacher", tiny_dir,
-                          "--tokens", 128, "--batch-size", 2, "--no-slorb", "--train-data", "shakespeare",
+                          "--tokens", 128, "--batch-size", 2, "--no-slorb", "--train-data", SHAKESPEARE,
                           "--train-seq-len", 32, "--out", tmp_path / "a", "--quiet")  # fmt: skip
     assert code == 0, err
     report = json.loads((tmp_path / "a" / "report.json").read_text())

@@ -1,4 +1,5 @@
-"""Describe a model artifact without loading its weights: HF directory, GGUF file or ONNX file.
+"""Describe a model artifact without loading its weights: an HF directory, or any registered export
+format's artifact (GGUF file, ONNX graph; each format's describer is in its registry row).
 
 Reads only headers and metadata (config.json + safetensors headers, GGUF key/values + tensor
 infos, ONNX graph without external data), so it takes well under a second even for big models.
@@ -11,26 +12,24 @@ import math
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.registry import FORMATS, find_artifact, get_format
 
 
 def resolve_artifact(source: str | Path) -> tuple[str, Path]:
-    """(kind, path) for a built-in name or a path; kind is "hf-dir", "gguf" or "onnx"."""
+    """(kind, path) for a built-in name or a path; kind is "hf-dir" or a registered export format
+    (path: that artifact's main file)."""
     from edgeprune.models import builtin
 
     name = str(source)
-    if builtin.is_builtin(name):
-        return "gguf", builtin.builtin_path(name)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if list(path.glob("*.onnx")) and not (path / "config.json").is_file():
-            return "onnx", sorted(path.glob("*.onnx"))[0]
-        return "hf-dir", path
-    if path.is_file():
-        if path.suffix == ".gguf":
-            return "gguf", path
-        if path.suffix == ".onnx":
-            return "onnx", path
-        raise EdgepruneError(f"unknown artifact kind {path.name!r}: expected a model directory, a .gguf or an .onnx file")
+    path = builtin.builtin_path(name) if builtin.is_builtin(name) else Path(name).expanduser()
+    if path.exists():
+        found = find_artifact(path)
+        if found is not None:
+            return found[0].name, found[1]
+        if path.is_dir():
+            return "hf-dir", path
+        kinds = ", ".join(f.artifact for f in FORMATS.values())
+        raise EdgepruneError(f"unknown artifact kind {path.name!r}: expected a model directory, {kinds}")
     hint = builtin.closest_builtin(name)
     did = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise EdgepruneError(f"no such model or file {name!r}{did}: pass a path or a built-in name ({', '.join(builtin.BUILTIN_MODELS)})")
@@ -38,12 +37,12 @@ def resolve_artifact(source: str | Path) -> tuple[str, Path]:
 
 def describe(source: str | Path) -> dict:
     kind, path = resolve_artifact(source)
-    info = {"hf-dir": _describe_hf_dir, "gguf": _describe_gguf, "onnx": _describe_onnx}[kind](path)
+    info = _describe_hf_dir(path) if kind == "hf-dir" else get_format(kind).describe(path)
     info.update(source=str(source), kind=kind, path=str(path))
     return info
 
 
-def _per_layer(value, n):
+def per_layer(value, n):
     return list(value) if isinstance(value, (list, tuple)) else [value] * n
 
 
@@ -53,7 +52,7 @@ def _describe_hf_dir(path: Path) -> dict:
 
     cfg = check_hf_dir(path)
     n = cfg["num_hidden_layers"]
-    heads = _per_layer(cfg["num_attention_heads"], n)
+    heads = per_layer(cfg["num_attention_heads"], n)
     params, dtypes, nbytes = 0, collections.Counter(), 0
     for f in sorted(path.glob("*.safetensors")):
         nbytes += f.stat().st_size
@@ -70,82 +69,12 @@ def _describe_hf_dir(path: Path) -> dict:
         "vocab_size": cfg["vocab_size"],
         "head_dim": cfg.get("head_dim") or cfg["hidden_size"] // max(heads),
         "heads": heads,
-        "kv_heads": _per_layer(cfg.get("num_key_value_heads") or cfg["num_attention_heads"], n),
-        "intermediate": _per_layer(cfg["intermediate_size"], n),
+        "kv_heads": per_layer(cfg.get("num_key_value_heads") or cfg["num_attention_heads"], n),
+        "intermediate": per_layer(cfg["intermediate_size"], n),
         "params": params,
         "dtype": dtypes.most_common(1)[0][0].lower() if dtypes else "?",
         "file_bytes": nbytes,
     }
-
-
-def _describe_gguf(path: Path) -> dict:
-    from gguf import GGMLQuantizationType
-
-    from edgeprune.models.files import gguf_field, open_gguf
-
-    reader = open_gguf(path)
-    arch = gguf_field(reader, "general.architecture")
-    n = gguf_field(reader, f"{arch}.block_count")
-    heads = _per_layer(gguf_field(reader, f"{arch}.attention.head_count"), n)
-    kv = _per_layer(gguf_field(reader, f"{arch}.attention.head_count_kv", heads), n)
-    hidden = gguf_field(reader, f"{arch}.embedding_length")
-    types = collections.Counter()
-    params = 0
-    vocab = None
-    for t in reader.tensors:
-        count = int(t.n_elements)
-        params += count
-        types[GGMLQuantizationType(t.tensor_type).name] += count
-        if t.name == "token_embd.weight":
-            vocab = int(max(t.shape))
-    return {
-        "architecture": arch,
-        "name": gguf_field(reader, "general.name"),
-        "layers": n,
-        "hidden_size": hidden,
-        "vocab_size": gguf_field(reader, f"{arch}.vocab_size", vocab),
-        "head_dim": gguf_field(reader, f"{arch}.attention.key_length") or hidden // max(heads),
-        "heads": heads,
-        "kv_heads": kv,
-        "intermediate": _per_layer(gguf_field(reader, f"{arch}.feed_forward_length"), n),
-        "params": params,
-        "dtype": types.most_common(1)[0][0].lower() if types else "?",
-        "file_bytes": path.stat().st_size,
-    }
-
-
-def _describe_onnx(path: Path) -> dict:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise EdgepruneError(f"corrupt ONNX file {path}: {str(exc)[:100]}; re-export it") from None
-    meta = {p.key: p.value for p in model.metadata_props}
-    inputs = [i.name for i in model.graph.input]
-    layers = sum(1 for name in inputs if name.startswith("past_key_values.") and name.endswith(".key"))
-    params, types = 0, collections.Counter()
-    for init in model.graph.initializer:
-        count = math.prod(init.dims)
-        params += count
-        types[onnx.TensorProto.DataType.Name(init.data_type).lower()] += count
-    files = [path] + [p for p in path.parent.glob(path.name + "*.data")] + list(path.parent.glob(path.stem + ".onnx_data"))
-    info = {
-        "architecture": meta.get("edgeprune.architecture", "onnx"),
-        "layers": layers or None,
-        "inputs": inputs,
-        "outputs": [o.name for o in model.graph.output],
-        "params": params,
-        "dtype": types.most_common(1)[0][0] if types else "?",
-        "file_bytes": sum(f.stat().st_size for f in set(files) if f.exists()),
-    }
-    for key in ("heads", "kv_heads", "intermediate"):
-        if f"edgeprune.{key}" in meta:
-            info[key] = [int(x) for x in meta[f"edgeprune.{key}"].split(",")]
-    for key in ("head_dim", "hidden_size", "vocab_size"):  # what the cost model needs besides widths
-        if f"edgeprune.{key}" in meta:
-            info[key] = int(meta[f"edgeprune.{key}"])
-    return info
 
 
 def _widths_line(label: str, values) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from edgeprune.export.registry import runtimes
+
     p = sub.add_parser("eval", help="perplexity and zero-shot accuracy of a model, GGUF or ONNX file")
     p.add_argument("--model", default=None, help="model source, .gguf or .onnx (default: the embedded smollm2-135m)")
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer source for GGUF/ONNX artifacts (a model dir, .gguf or built-in name; 'llama.cpp' for a GGUF's own)")
-    p.add_argument("--backend", default=None, choices=["torch", "llama.cpp", "onnxruntime"], help="default: from the file kind")
+    p.add_argument("--backend", default=None, choices=runtimes(), help="default: from the file kind")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="torch weights dtype")
     p.add_argument("--ppl", action="store_true", help="measure perplexity")
     p.add_argument("--data", default="wikitext2", help="perplexity corpus: a name (wikitext2) or a UTF-8 text file")

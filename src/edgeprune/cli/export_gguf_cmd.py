@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back and llama.cpp checks")
     p.add_argument("--llama-quantize", metavar="PATH", default=None, help="llama.cpp's llama-quantize binary, for K-quants")
+    p.add_argument("--source-gguf", metavar="FILE", default=None,
+                   help="copy the tokenizer of this .gguf file or built-in name verbatim (default: the model's own "
+                   "GGUF, or the tokenizer.gguf record a directory written by edgeprune carries)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p.set_defaults(run=run)
 
@@ -26,12 +29,14 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from edgeprune.export.gguf.api import export_gguf, preflight
 
-    # Settle the cheap questions (type, output path, binary) before spending seconds loading the model.
+    # Settle the cheap questions (type, output path, binary, source) before spending seconds loading the model.
     preflight(args.out, qtype=args.qtype, overwrite=args.overwrite, verify=args.verify, llama_quantize=args.llama_quantize, option="--overwrite")
+    source = _source_gguf(args.source_gguf)
     from edgeprune.models import load
 
     loaded = load(args.model)
-    source = loaded.path if loaded.kind in ("builtin", "gguf") else None  # copy its tokenizer verbatim
+    # the GGUF (or a directory's record of it) whose tokenizer keys are copied verbatim
+    source = source or loaded.source_gguf
     report = export_gguf(
         loaded.model, loaded.tokenizer, args.out, qtype=args.qtype, source_gguf=source,
         verify=args.verify, overwrite=args.overwrite, llama_quantize=args.llama_quantize,
@@ -58,3 +63,19 @@ def run(args) -> int:
     print(f"report: {report.report_path}")
     return 0
 
+
+def _source_gguf(name: str | None):
+    """The file --source-gguf names (a path or a built-in name), or None; a one-line error if missing."""
+    from pathlib import Path
+
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.models.builtin import builtin_path, is_builtin
+
+    if name is None:
+        return None
+    if is_builtin(name):
+        return builtin_path(name)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise EdgepruneError(f"--source-gguf {name}: no such file; pass the .gguf file (or built-in name) the model was made from")
+    return path

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from edgeprune.export.registry import FORMATS, MODEL_RUNTIME
+    from edgeprune.runtime.profile import runtime_names
+
     p = sub.add_parser("profile", help="measure an artifact's speed and memory here or on a remote board")
     p.add_argument("artifact", help=".gguf, .onnx / ONNX directory, HF directory or built-in name")
-    p.add_argument("--runtime", choices=["llama.cpp", "onnxruntime", "torch", "llama-bench"], default=None,
-                   help="default: llama.cpp for GGUF, onnxruntime for ONNX, torch for HF directories; "
+    defaults = ", ".join(f"{f.runtime} for {f.title}" for f in FORMATS.values())
+    p.add_argument("--runtime", choices=runtime_names(), default=None,
+                   help=f"default: {defaults}, {MODEL_RUNTIME} for HF directories; "
                         "llama-bench runs llama.cpp's own benchmark binary (GGUF)")  # fmt: skip
     p.add_argument("--llama-bench", default="llama-bench", metavar="PATH",
                    help="the llama-bench binary for --runtime llama-bench (here, or on the board with --remote)")  # fmt: skip

@@ -102,7 +102,7 @@ def run(args) -> int:
     with torch_threads(args.threads) as threads, distributed_from_env() as (rank, world_size):
         t0 = time.perf_counter()
         loaded = load(args.model)
-        model, tok = to_per_layer(loaded.model), loaded.tokenizer
+        model, tok, source_gguf = to_per_layer(loaded.model), loaded.tokenizer, loaded.source_gguf
         del loaded  # the per-layer copy is all we need: keep one copy of the weights in memory
         check_reachable(model.config, cfg)
         load_s = time.perf_counter() - t0
@@ -121,7 +121,7 @@ def run(args) -> int:
         extra = {"model": str(args.model or "smollm2-135m"), "timings": {"load_s": load_s, "calibration_data_s": calib_s},
                  "train_data": train_data.describe() if train_data is not None else None}  # fmt: skip
         if rank == 0:
-            save_pruned(out, pruned, tok, report, extra=extra)
+            save_pruned(out, pruned, tok, report, extra=extra, source_gguf=source_gguf)
     if rank == 0:
         summary = {
             "out": str(out), "method": report.method, "target": report.target,

@@ -91,14 +91,18 @@ def run(args) -> int:
     from edgeprune.compress.reconstruct import check_pair, reconstruct
     from edgeprune.compress.reconstruct_maths import block_windows
     from edgeprune.threads import torch_threads
-    from edgeprune.models import load
+    from edgeprune.models import load, tokenizer_record
     from edgeprune.models.cache import atomic_dir
 
     progress = not args.quiet
     with torch_threads(args.threads) as threads:
         t0 = time.perf_counter()
-        model, tok = load_packed(args.model) if is_packed(args.model) else load(args.model)
-        dense, dense_tok = load(args.dense)
+        pruned = load_packed(args.model) if is_packed(args.model) else load(args.model)
+        dense_loaded = load(args.dense)
+        # the tokenizer saved below is the pruned model's, else the dense one's: record the GGUF it came from
+        source_gguf = pruned.source_gguf if pruned.tokenizer is not None else dense_loaded.source_gguf
+        model, tok, dense, dense_tok = pruned.model, pruned.tokenizer, dense_loaded.model, dense_loaded.tokenizer
+        del pruned, dense_loaded  # so that `del dense` below frees the dense model
         check_pair(model, dense)
         if cfg.granularity == "block":
             block_windows(len(decoder_layers(model)), cfg.blocks)
@@ -111,6 +115,7 @@ def run(args) -> int:
         with atomic_dir(out) as tmp:
             model.save_pretrained(str(tmp))
             (tok or dense_tok).save_pretrained(str(tmp))
+            tokenizer_record.write(tmp, source_gguf)
             (tmp / "reconstruct_report.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
             (tmp / "reconstruct.yaml").write_text(cfg.to_yaml())
     print(f"reconstructed {rep.submodels} submodels ({cfg.label}, {rep.steps} steps) in {summary['wall_s']}s "

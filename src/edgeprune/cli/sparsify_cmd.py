@@ -151,7 +151,7 @@ def run(args) -> int:
     from edgeprune.threads import torch_threads
     from edgeprune.compress.train import distributed_from_env
     from edgeprune.fileio import write_text_atomic
-    from edgeprune.models import load
+    from edgeprune.models import load, tokenizer_record
     from edgeprune.models.cache import atomic_dir
 
     progress = not args.quiet
@@ -159,9 +159,11 @@ def run(args) -> int:
     with torch_threads(args.threads) as threads, distributed_from_env() as (rank, world_size):
         t_start = time.perf_counter()
         if args.model and is_packed(args.model):  # a packed artifact (e.g. to quantize a sparse model later)
-            model, tok = load_packed(args.model)
+            loaded = load_packed(args.model)
         else:
-            model, tok = load(args.model)
+            loaded = load(args.model)
+        model, tok, source_gguf = loaded.model, loaded.tokenizer, loaded.source_gguf
+        del loaded  # the names above hold the model
         check_model(model, nm=nm, quant=quant)  # pattern / group widths: fail before any calibration
         teacher = None
         if getattr(args, "teacher", None):
@@ -202,7 +204,7 @@ def run(args) -> int:
             "steps": reports,
         }  # fmt: skip
         if rank == 0:
-            pack = save_packed(model, out, nm=nm, tokenizer=tok, overwrite=args.overwrite,
+            pack = save_packed(model, out, nm=nm, tokenizer=tok, overwrite=args.overwrite, source_gguf=source_gguf,
                                extra_files={"report.json": json.dumps(summary, indent=2, default=str) + "\n"})  # fmt: skip
             summary["packed"] = pack.to_dict()
             if args.save_dense:
@@ -210,6 +212,7 @@ def run(args) -> int:
                 with atomic_dir(out / "dense") as tmp:
                     model.save_pretrained(str(tmp))
                     tok.save_pretrained(str(tmp))
+                    tokenizer_record.write(tmp, source_gguf)
                 summary["dense_dir"] = str(out / "dense") + (f" ({merged} SLoRB layers merged: dense weights)" if merged else "")
             write_text_atomic(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
     if rank == 0:

@@ -267,11 +267,14 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_packed(model, out_dir: str | Path, *, nm: tuple[int, int] | None = (2, 4), tokenizer=None,
-                overwrite: bool = False, extra_files: dict[str, str] | None = None, verify: bool = True) -> PackReport:  # fmt: skip
+                overwrite: bool = False, extra_files: dict[str, str] | None = None, verify: bool = True,
+                source_gguf: str | Path | None = None) -> PackReport:  # fmt: skip
     """Write the compressed artifact of ``model`` to ``out_dir`` atomically, read it back, and report
-    its bytes. ``extra_files``: name -> text written beside it (e.g. a report)."""
+    its bytes. ``extra_files``: name -> text written beside it (e.g. a report). ``source_gguf``: the
+    GGUF the tokenizer came from (``LoadedModel.source_gguf``), recorded for a later GGUF export."""
     from safetensors.torch import save_file
 
+    from edgeprune.models import tokenizer_record
     from edgeprune.models.cache import atomic_dir
 
     out_dir = Path(out_dir).expanduser()
@@ -288,6 +291,7 @@ def save_packed(model, out_dir: str | Path, *, nm: tuple[int, int] | None = (2, 
             gen.save_pretrained(str(tmp))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+            tokenizer_record.write(tmp, source_gguf)
         for fname, text in (extra_files or {}).items():
             (tmp / fname).write_text(text)
         if verify:  # read back and compare every tensor with the source model (STYLE: exporters verify)
@@ -454,7 +458,11 @@ def build_model(config_dir: Path, layout: dict):
 
 
 def load_packed(path: str | Path, *, tokenizer: bool = True):
-    """``(model, tokenizer or None)`` rebuilt from a packed artifact; same logits as the model saved."""
+    """The model (same logits as the model saved) and tokenizer (or None) of a packed artifact, as a
+    :class:`~edgeprune.models.loading.LoadedModel` (unpacks as ``model, tokenizer``)."""
+    from edgeprune.models import tokenizer_record
+    from edgeprune.models.loading import LoadedModel
+
     tensors, layout, directory = read_packed(path)
     try:
         state = unpack_state(tensors, layout)
@@ -475,7 +483,8 @@ def load_packed(path: str | Path, *, tokenizer: bool = True):
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(directory))
-    return model, tok
+    return LoadedModel(model, tok, source=str(path), kind="packed", path=directory,
+                       source_gguf=tokenizer_record.find(directory) if tok is not None else None)  # fmt: skip
 
 
 def verify_packed(model, path: str | Path) -> None:

@@ -509,15 +509,18 @@ REPORT_NAME = "prune_report.json"
 RECIPE_NAME = "prune.yaml"
 
 
-def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: dict | None = None):
+def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: dict | None = None, source_gguf=None):
     """Write ``out/``: the per-layer model (``save_pretrained``, safetensors + its code), the tokenizer,
     ``prune_report.json`` (per-layer widths, importances, parameter counts) and ``prune.yaml`` (the step).
+    ``source_gguf``: the GGUF the tokenizer came from (``LoadedModel.source_gguf``); its tokenizer
+    keys are recorded in ``tokenizer.gguf`` so the directory exports to GGUF on its own.
 
     Atomic: everything is written to a temporary directory renamed into place at the end, so a
     failure leaves no ``out`` behind.
     """
     from pathlib import Path
 
+    from edgeprune.models import tokenizer_record
     from edgeprune.models.cache import atomic_dir
 
     out = Path(out)
@@ -525,6 +528,7 @@ def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: 
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+            tokenizer_record.write(tmp, source_gguf)
         data = report.to_dict()
         if extra:
             data.update(extra)

@@ -19,7 +19,16 @@ BYTES_PER_WEIGHT = {
     "f32": 4.0, "float32": 4.0, "fp32": 4.0, "f16": 2.0, "float16": 2.0, "bf16": 2.0, "bfloat16": 2.0,
     "q8_0": 34 / 32, "int8": 1.0 + 4 / 128, "q5_1": 24 / 32, "q5_0": 22 / 32, "q4_1": 20 / 32, "q4_0": 18 / 32,
     "int4": 0.5 + 4 / 128, "q4_k": 144 / 256, "q6_k": 210 / 256,
+    "int8-dynamic": 1.0,  # one float scale per output channel: nothing at this precision
 }  # fmt: skip
+# llama-quantize's K-quant mixes keep some matrices at higher types, so no one block size fits them:
+# bytes per weight from llama.cpp's own file size of each mix of Llama-3-8B (GiB over 8.03e9 weights,
+# tools/quantize/quantize.cpp; its Q6_K and Q8_0 rows give the block sizes above to 0.2%).
+BYTES_PER_WEIGHT.update({
+    name: gib * 2**30 / 8.03e9
+    for name, gib in [("q2_k", 2.96), ("q3_k_s", 3.41), ("q3_k_m", 3.74), ("q3_k_l", 4.03), ("q4_k_s", 4.37),
+                      ("q4_k_m", 4.58), ("q5_k_s", 5.21), ("q5_k_m", 5.33)]
+})  # fmt: skip
 
 DEFAULT_BW_EFFICIENCY = 0.6
 DEFAULT_COMPUTE_EFFICIENCY = 0.5

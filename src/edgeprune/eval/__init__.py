@@ -18,7 +18,6 @@ from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "Evaluator": "edgeprune.eval.evaluator",
-    "BACKENDS": "edgeprune.eval.evaluator",
     "load_tokenizer": "edgeprune.eval.evaluator",
     "PerplexityConfig": "edgeprune.eval.perplexity",
     "PerplexityReport": "edgeprune.eval.perplexity",

@@ -6,9 +6,10 @@ What it accepts, and which backend it builds:
   then the torch backend;
 - a loaded model (``LoadedModel``) or a transformers model + ``tokenizer=`` (the per-layer
   ``edgeprune_llama`` is one) -> torch;
-- a ``.gguf`` file -> llama.cpp (``backend="torch"`` dequantizes it through ``load`` instead);
-  ``backend="llama.cpp"`` with a built-in name evaluates the shipped GGUF itself;
-- a ``.onnx`` file (or a directory holding ``model.onnx``) -> onnxruntime;
+- an artifact of a registered export format (``edgeprune.export.registry``) -> that format's
+  runtime: a ``.gguf`` file -> llama.cpp (``backend="torch"`` dequantizes it through ``load``
+  instead), a ``.onnx`` file or a directory holding ``model.onnx`` -> onnxruntime; a format's
+  runtime named with a built-in name (``backend="llama.cpp"``) evaluates the shipped file itself;
 - an object that already speaks the backend protocol -> used as is.
 
 Tokenizer: ``tokenizer=`` may be a tokenizer object or a model source to take it from. Without
@@ -24,12 +25,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.eval.backends import HFTokenizer, LlamaCppBackend, OnnxBackend, TorchBackend
+from edgeprune.export import registry
+from edgeprune.eval.backends import HFTokenizer, TorchBackend
 from edgeprune.eval.perplexity import PerplexityConfig, PerplexityReport, evaluate_perplexity
 from edgeprune.eval.zeroshot import TaskResult, ZeroShotConfig, evaluate_zeroshot
 from edgeprune.threads import torch_threads
 
-BACKENDS = ("torch", "llama.cpp", "onnxruntime")
 DEFAULT_BATCH_TOKENS = 4096  # rows x longest row per forward: 4 windows of 1024; ~0.8 GB of logits
 
 
@@ -38,8 +39,8 @@ class Evaluator:
 
     def __init__(self, model_or_artifact=None, *, tokenizer=None, backend: str | None = None, dtype: str = "float32",
                  batch_tokens: int = DEFAULT_BATCH_TOKENS, threads: int | None = None, progress: bool = True):  # fmt: skip
-        if backend is not None and backend not in BACKENDS:
-            raise EdgepruneError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if backend is not None and backend not in registry.runtimes():
+            raise EdgepruneError(f"unknown backend {backend!r}: use one of {', '.join(registry.runtimes())}")
         if batch_tokens < 1:
             raise EdgepruneError(f"batch_tokens must be >= 1, got {batch_tokens}")
         self.threads = threads
@@ -72,43 +73,34 @@ def _make_backend(obj, tokenizer, backend, dtype, batch_tokens, threads):
     if _is_backend(obj):
         return obj, getattr(obj, "name", type(obj).__name__)
     if hasattr(obj, "model") and hasattr(obj, "tokenizer") and hasattr(obj, "source"):  # a LoadedModel
-        tok = _tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(obj.tokenizer, _tok_name(obj.source, obj.tokenizer))
+        tok = as_tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(obj.tokenizer, _tok_name(obj.source, obj.tokenizer))
         return _torch(obj.model, tok, backend, batch_tokens), obj.source
     if obj is not None and not isinstance(obj, (str, Path)):  # a transformers model
         if tokenizer is None:
             raise EdgepruneError("a model object needs tokenizer=: pass its tokenizer or the model source to load it from")
-        return _torch(obj, _tokenizer(tokenizer), backend, batch_tokens), getattr(obj.config, "_name_or_path", "") or type(obj).__name__
+        return _torch(obj, as_tokenizer(tokenizer), backend, batch_tokens), getattr(obj.config, "_name_or_path", "") or type(obj).__name__
 
     from edgeprune.models import builtin
 
     source = builtin.DEFAULT_MODEL if obj is None else str(obj)
     path = Path(source).expanduser()
-    onnx_file = path if path.suffix == ".onnx" else (path / "model.onnx" if path.is_dir() else None)
-    if backend == "onnxruntime" or (backend is None and onnx_file is not None and onnx_file.is_file()):
-        if onnx_file is None or not onnx_file.is_file():
-            raise EdgepruneError(f"no ONNX model at {source}: pass a .onnx file or a directory holding model.onnx")
-        if tokenizer is None:
-            if not any((onnx_file.parent / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-                raise EdgepruneError(f"no tokenizer beside {onnx_file}: pass tokenizer= (--tokenizer) naming the source model")
-            tokenizer = str(onnx_file.parent)
-        return OnnxBackend.from_file(onnx_file, _tokenizer(tokenizer), threads=threads, batch_tokens=batch_tokens), str(onnx_file)
-
-    gguf = builtin.builtin_path(source) if builtin.is_builtin(source) and backend == "llama.cpp" else path
-    if gguf.suffix == ".gguf" and backend in (None, "llama.cpp"):
-        if not gguf.is_file():
-            raise EdgepruneError(f"no such GGUF file {gguf}: pass an existing .gguf file")
-        if tokenizer == "llama.cpp":
-            tok = "llama.cpp"
-        else:
-            tok = _tokenizer(tokenizer if tokenizer is not None else str(gguf))
-        return LlamaCppBackend(gguf, tok, threads=threads, batch_tokens=batch_tokens), source
-    if backend == "llama.cpp":
-        raise EdgepruneError(f"the llama.cpp backend needs a .gguf file, got {source}: export one with edgeprune export --format gguf")
+    fmt = registry.format_for_runtime(backend) if backend is not None else None
+    if fmt is not None:  # a format's runtime asked for: that format's artifact, or a clear error
+        if builtin.is_builtin(source):
+            path = builtin.builtin_path(source)  # the shipped file itself
+        main = fmt.find(path)
+        if main is None:
+            raise EdgepruneError(f"the {backend} backend needs {fmt.artifact}, got {source}: export one with `edgeprune export {fmt.name}`")
+    elif backend is None and (found := registry.find_artifact(path)) is not None:
+        fmt, main = found
+    if fmt is not None:
+        ev = fmt.evaluate(main, tokenizer, threads=threads, batch_tokens=batch_tokens)
+        return ev, source if main == path else str(main)
 
     from edgeprune.models import load
 
     loaded = load(source, dtype=dtype)
-    tok = _tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(loaded.tokenizer, _tok_name(loaded.source, loaded.tokenizer))
+    tok = as_tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(loaded.tokenizer, _tok_name(loaded.source, loaded.tokenizer))
     return _torch(loaded.model, tok, backend, batch_tokens), loaded.source
 
 
@@ -122,7 +114,7 @@ def _tok_name(source: str, tok) -> str:
     return f"{source} ({type(tok).__name__}, {len(tok)} tokens)"
 
 
-def _tokenizer(spec):
+def as_tokenizer(spec):
     """A tokenizer object, or a model source to load one from -> a protocol tokenizer."""
     if spec == "llama.cpp":
         raise EdgepruneError("tokenizer='llama.cpp' works only with a .gguf model on the llama.cpp backend")

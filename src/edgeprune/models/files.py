@@ -1,10 +1,13 @@
-"""Integrity checks on weight files, before transformers sees them (its errors are tracebacks)."""
+"""Integrity checks on weight files, before transformers sees them (its errors are tracebacks), and
+GGUF metadata read back as written (for copying keys into another GGUF file)."""
 
 from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeprune.errors import EdgepruneError
 
@@ -63,3 +66,41 @@ def gguf_field(reader, key: str, default=None):
     if field is None:
         return default
     return field.contents()
+
+
+@dataclass(frozen=True)
+class KV:
+    """One GGUF metadata key with its value as gguf-py's ``GGUFWriter.add_key_value`` takes it."""
+
+    key: str
+    value: Any
+    type: Any  # gguf.GGUFValueType
+    sub_type: Any = None  # element type of an ARRAY
+
+
+def _field_value(field) -> tuple[Any, Any, Any]:
+    """(value, type, sub_type) of a GGUFReader field, strings kept as raw bytes (no re-encoding)."""
+    from gguf import GGUFValueType
+
+    vtype = field.types[0]
+    if vtype == GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]), vtype, None
+    if vtype == GGUFValueType.ARRAY:
+        sub = field.types[1] if len(field.types) > 1 else None
+        if sub == GGUFValueType.STRING:
+            return [bytes(field.parts[i]) for i in field.data], vtype, sub
+        if sub == GGUFValueType.ARRAY:
+            raise EdgepruneError(f"cannot copy nested array {field.name} from the source GGUF")
+        return field.contents(), vtype, sub
+    return field.contents(), vtype, None
+
+
+def gguf_fields(path: Path, prefixes: tuple[str, ...]) -> list[KV]:
+    """Every field of a GGUF file whose key starts with one of ``prefixes``, ready to write again."""
+    reader = open_gguf(Path(path))
+    out = []
+    for key, field in reader.fields.items():
+        if key.startswith(prefixes):
+            value, vtype, sub = _field_value(field)
+            out.append(KV(key, value, vtype, sub))
+    return out

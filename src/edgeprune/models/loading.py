@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.models import builtin, families
+from edgeprune.models import builtin, families, tokenizer_record
 from edgeprune.models.cache import atomic_dir, cache_root, is_complete
 from edgeprune.models.files import gguf_field, open_gguf, safetensors_header
 
@@ -37,9 +37,13 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     source: str
-    kind: str  # "builtin" | "hf-dir" | "gguf" | "hub"
+    kind: str  # "builtin" | "hf-dir" | "gguf" | "hub" | "packed"
     path: Path | None = None
     timings: dict = field(default_factory=dict)
+    # The GGUF whose tokenizer.* keys describe this tokenizer: the file itself (built-in, .gguf) or
+    # a directory's record (tokenizer_record.py). The GGUF exporter copies them; a command that
+    # saves this model passes it to tokenizer_record.write so the saved directory keeps it.
+    source_gguf: Path | None = None
 
     def __iter__(self):
         yield self.model
@@ -126,7 +130,8 @@ def _load_hf_dir(path: Path, *, dtype: str) -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise EdgepruneError(f"could not load the tokenizer in {path}: {_first_line(exc)}") from None
-    return LoadedModel(model, tokenizer, source=str(path), kind="hf-dir", path=Path(path))
+    return LoadedModel(model, tokenizer, source=str(path), kind="hf-dir", path=Path(path),
+                       source_gguf=tokenizer_record.find(path))  # fmt: skip
 
 
 def _check_per_layer_config(cfg: dict, path: Path) -> None:
@@ -153,7 +158,7 @@ def _load_gguf(path: Path, *, dtype: str, use_cache: bool, display: str) -> Load
     entry = _gguf_cache_entry(path, dtype)
     if use_cache and is_complete(entry):
         loaded = _load_hf_dir(entry, dtype=dtype)
-        loaded.source, loaded.kind, loaded.path = display, "gguf", path
+        loaded.source, loaded.kind, loaded.path, loaded.source_gguf = display, "gguf", path, path
         loaded.timings["cached"] = True
         return loaded
 
@@ -174,7 +179,7 @@ def _load_gguf(path: Path, *, dtype: str, use_cache: bool, display: str) -> Load
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "edgeprune_source.json").write_text(json.dumps({"gguf": str(path.resolve())}) + "\n")
-    loaded = LoadedModel(model, tokenizer, source=display, kind="gguf", path=path)
+    loaded = LoadedModel(model, tokenizer, source=display, kind="gguf", path=path, source_gguf=path)
     loaded.timings["cached"] = False
     return loaded
 

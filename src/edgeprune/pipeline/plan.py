@@ -7,21 +7,17 @@ Pure logic over profiles and the cost model: no torch, no weights.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 
 from edgeprune.devices.cost import ArtifactCost, estimate_weight_bytes, predict
 from edgeprune.devices.profiles import DeviceProfile
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.common import unknown_choice
+from edgeprune.export.registry import BIT_WIDTHS, FORMATS, format_names, get_format
 
-RUNTIME_FOR_FORMAT = {"gguf": "llama.cpp", "onnx": "onnxruntime"}
-# Which quant names each format understands (device profiles list both kinds in one preference list).
-FORMAT_QUANTS = {
-    "gguf": ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "bf16", "f32"),
-    "onnx": ("int4", "int8", "fp32"),
-}
-# Format-neutral bit widths a recipe may ask for, resolved once the format is known.
-QUANT_ALIASES = {"4bit": {"gguf": "q4_0", "onnx": "int4"}, "8bit": {"gguf": "q8_0", "onnx": "int8"},
-                 "float": {"gguf": "f32", "onnx": "fp32"}}  # fmt: skip
+# Besides a registered format's name, an export step may ask for the target's first or second format.
+AUTO_FORMATS = ("auto", "alt")
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,8 @@ def make_plan(
 ) -> Plan:
     """Choose how to build for ``profile``; raise EdgepruneError when the budget cannot be met."""
     fmt, why_fmt, q, why_q = resolve_export(profile, format, quant)
-    runtime = RUNTIME_FOR_FORMAT[fmt]
+    row = get_format(fmt)
+    runtime = row.runtime
     backends = "/".join(profile.runtimes.get(runtime, ("?",)))
 
     budget = max_memory_bytes or int(profile.usable_memory_gb * 1e9)
@@ -87,7 +84,8 @@ def make_plan(
     pred = predict(profile, planned, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
     if pred.memory_bytes > budget:
         over = pred.memory_bytes - budget
-        smaller = [o for o in FORMAT_QUANTS[fmt] if _planned_bytes(cost, o) + (pred.memory_bytes - planned.weight_bytes) <= budget]
+        plain = sorted(row.plain_quants(), key=lambda o: _planned_bytes(cost, o))  # suggest the smallest that fits
+        smaller = [o for o in plain if _planned_bytes(cost, o) + (pred.memory_bytes - planned.weight_bytes) <= budget]
         fix = f"use --quant {smaller[0]}" if smaller else "prune the model (e.g. a recipe with a prune step) or pick a bigger device"
         raise EdgepruneError(
             f"budget cannot be met on {profile.name}: {pred.memory_bytes / 2**20:.0f} MiB needed with {q} "
@@ -116,16 +114,16 @@ def make_plan(
 def resolve_export(profile: DeviceProfile, format: str = "auto", quant: str = "auto") -> tuple[str, str, str, str]:
     """``(format, why, quant, why)`` of an export step for ``profile``.
 
-    ``format``: ``auto`` (the target's first preferred format), ``alt`` (its second; the other
-    format where it lists one only), or ``gguf`` / ``onnx``. ``quant``: ``auto`` (the target's first
-    preferred type that exists in that format), a bit width (``4bit``, ``8bit``, ``float``), or a type.
+    ``format``: ``auto`` (the target's first preferred format), ``alt`` (its second; the first other
+    registered format where it lists one only), or a registered format. ``quant``: ``auto`` (the
+    target's first preferred type that exists in that format), a bit width (``4bit``, ``8bit``,
+    ``float``), or one of the format's types. A type made by an external binary (GGUF K-quants:
+    llama-quantize) needs it on PATH, where the export stage looks: the reason says which file.
     """
-    others = [f for f in FORMAT_QUANTS if f not in profile.preferred_formats]
+    others = [f for f in format_names() if f not in profile.preferred_formats]
     if format == "auto":
         fmt = profile.preferred_formats[0]
         why_fmt = f"{profile.name} prefers {', '.join(profile.preferred_formats)} (first listed)"
-        if profile.compute_engine == "gpu" and fmt == "gguf":
-            why_fmt += "; llama.cpp offloads all layers to the GPU there"
     elif format == "alt":
         ranked = list(profile.preferred_formats) + others
         fmt = ranked[1]
@@ -133,18 +131,30 @@ def resolve_export(profile: DeviceProfile, format: str = "auto", quant: str = "a
                    else f"{profile.name} lists only {profile.preferred_formats[0]}; {fmt} for comparison")  # fmt: skip
     else:
         fmt, why_fmt = format, "asked for in the recipe / on the command line"
-    if fmt not in FORMAT_QUANTS:
-        raise EdgepruneError(f"unknown format {fmt!r}: use auto, alt, gguf or onnx")
-    if quant in QUANT_ALIASES:
-        quant = QUANT_ALIASES[quant][fmt]
+    if fmt not in FORMATS:
+        raise EdgepruneError(unknown_choice("export format", fmt, AUTO_FORMATS + format_names())[0])
+    row = FORMATS[fmt]
+    if format == "auto" and profile.compute_engine == "gpu" and row.gpu_note:
+        why_fmt += f"; {row.gpu_note}"
+    quants = row.quants()
+    if quant in BIT_WIDTHS:
+        quant = row.bit_widths[quant]
     if quant == "auto":
-        prefs = [q for q in profile.preferred_quant if q in FORMAT_QUANTS[fmt]]
-        q = prefs[0] if prefs else FORMAT_QUANTS[fmt][0]
+        prefs = [q for q in profile.preferred_quant if q in quants]
+        q = prefs[0] if prefs else row.default_quant
         why_q = f"first of {profile.name}'s preferred types for {fmt} ({', '.join(prefs) or 'none listed'})"
     else:
-        if quant not in FORMAT_QUANTS[fmt]:
-            raise EdgepruneError(f"quant {quant!r} does not exist for {fmt}: use one of {', '.join(FORMAT_QUANTS[fmt])}")
+        if quant not in quants:
+            raise EdgepruneError(f"quant {quant!r} does not exist for {fmt}: use one of {', '.join(quants)}")
         q, why_q = quant, "asked for in the recipe / on the command line"
+    tool = row.needs(q)
+    if tool is not None:
+        found = shutil.which(tool)
+        if found is None:
+            raise EdgepruneError(f"{fmt} type {q} is made by {tool}, which is not on PATH where the build's export stage "
+                                 f"looks for it: put {tool} on PATH, or use a type that needs no binary "
+                                 f"({', '.join(row.plain_quants())})")  # fmt: skip
+        why_q += f"; made by {tool} ({found})"
     return fmt, why_fmt, q, why_q
 
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from edgeprune.export.registry import get_format
 from edgeprune.fileio import atomic_file, write_text_atomic
 
 
@@ -15,8 +16,8 @@ def write_report(ctx, header: dict) -> dict:
     last_per_format = {a["format"]: a for a in ctx.artifacts}  # the last export of each format ships
     for art in last_per_format.values():
         src = Path(art["path"])
-        if art["format"] == "onnx" and src.is_file():
-            src = src.parent  # an ONNX export is its folder: graph, external data, tokenizer, genai_config
+        if get_format(art["format"]).folder and src.is_file():
+            src = src.parent  # the recorded path is the main file; the whole folder ships
         dst = out / src.name
         if src.is_dir():
             from edgeprune.models.cache import atomic_dir

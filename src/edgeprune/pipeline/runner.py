@@ -28,6 +28,7 @@ import edgeprune.pipeline.steps  # noqa: F401  (registers export / evaluate / pr
 from edgeprune.pipeline.recipes import Recipe, parse_recipe
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import check_output_dir, write_text_atomic
+from edgeprune.models import tokenizer_record
 from edgeprune.memory import peak_rss_mb, release_memory, rss_mb
 
 BUILD_FORMAT = 1
@@ -191,7 +192,14 @@ def build(
     for stale in (out / "stages").glob(".*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)  # a stage killed mid-write
 
-    gguf = str(builtin_path(source)) if is_builtin(source) else (source if source.endswith(".gguf") else None)
+    # the GGUF whose tokenizer keys the exporter copies: the source itself, or a model directory's record
+    if is_builtin(source):
+        gguf = str(builtin_path(source))
+    elif source.endswith(".gguf"):
+        gguf = source
+    else:
+        record = tokenizer_record.find(source) if Path(source).is_dir() else None
+        gguf = str(record) if record is not None else None
     ctx = BuildContext(out=out, target=target, model_source=source, source_gguf=gguf, plan=plan,
                        calib=calib, eval_data=eval_data, dense_source=source, log=log,
                        remote=remote, remote_options=dict(remote_options or {}))  # fmt: skip

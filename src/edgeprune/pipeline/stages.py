@@ -9,6 +9,7 @@ from pathlib import Path
 from edgeprune.compress.calib_shapes import DEFAULT_SHAPE, calib_shape
 from edgeprune.config import StepConfig, step_entry
 from edgeprune.errors import EdgepruneError
+from edgeprune.models import tokenizer_record
 
 
 def run_stage(ctx, cfg: StepConfig, tmp: Path) -> tuple[dict, dict]:
@@ -28,7 +29,7 @@ def _evaluate(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     if ctx.artifacts:
         art = ctx.artifacts[-1]
         subject = {"what": f"{art['format']} {art['quant']}", "bytes": art["bytes"], "path": art["path"]}
-        ev = Evaluator(art["path"], tokenizer=loaded.tokenizer, batch_tokens=cfg.batch_tokens)  # llama.cpp or onnxruntime
+        ev = Evaluator(art["path"], tokenizer=loaded.tokenizer, batch_tokens=cfg.batch_tokens)  # its format's runtime
     else:
         params = _param_count(loaded.model)
         subject = {"what": "torch fp32", "bytes": params * 4, "params": params}
@@ -49,33 +50,14 @@ def _evaluate(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
 
 def _export(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     from edgeprune.devices.profiles import get_device
+    from edgeprune.export.registry import get_format
     from edgeprune.pipeline.plan import resolve_export
 
     fmt, _, quant, _ = resolve_export(get_device(ctx.target), cfg.format, cfg.quant)
     loaded = ctx.model()
-    if fmt == "gguf":
-        from edgeprune.export.gguf import export_gguf
-
-        name = f"model-{quant}.gguf"
-        report = export_gguf(loaded.model, loaded.tokenizer, tmp / name, qtype=quant, source_gguf=ctx.source_gguf,
-                             verify=cfg.verify, progress=False)  # fmt: skip
-        path = tmp / name
-        size = path.stat().st_size
-    elif fmt == "onnx":
-        from edgeprune.export.onnx import export_onnx
-
-        name = f"onnx-{quant}"
-        report = export_onnx(loaded.model, tmp / name, tokenizer=loaded.tokenizer,
-                             quant=None if quant == "fp32" else quant, verify=cfg.verify)  # fmt: skip
-        path = tmp / name
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in (".onnx", ".data"))
-        onnx_files = sorted(path.glob("*.onnx"))
-        name = str(Path(name) / onnx_files[0].name) if onnx_files else name
-    else:
-        raise EdgepruneError(f"unknown export format {fmt!r}")
-    rep = report.to_dict() if hasattr(report, "to_dict") else {}
-    figures = {"format": fmt, "quant": quant, "bytes": size, "verify": rep.get("verify", rep.get("verified"))}
-    return figures, {"artifact": name}
+    done = get_format(fmt).export(loaded.model, loaded.tokenizer, tmp, quant, verify=cfg.verify, source_gguf=ctx.source_gguf)
+    figures = {"format": fmt, "quant": quant, "bytes": done.bytes, "verify": done.report.get("verify")}
+    return figures, {"artifact": done.artifact}
 
 
 def _profile(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
@@ -123,6 +105,7 @@ def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     model, report = result if isinstance(result, tuple) else (result, {})
     model.save_pretrained(tmp / "model")
     loaded.tokenizer.save_pretrained(tmp / "model")
+    tokenizer_record.write(tmp / "model", ctx.source_gguf)  # the stage's model exports from the CLI too
     ctx.forget_model()  # the next stage reads the saved model (what --resume would read too)
     params = _param_count(model)
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())

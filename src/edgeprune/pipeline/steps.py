@@ -6,28 +6,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeprune.config import StepConfig, register_step
-
-QUANT_ALIASES = ("4bit", "8bit", "float")  # resolved per format by the plan
-GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k")
-ONNX_QUANTS = ("fp32", "int8", "int4")
+from edgeprune.export.common import unknown_choice
+from edgeprune.export.registry import BIT_WIDTHS, FORMATS, all_quants, format_names
+from edgeprune.pipeline.plan import AUTO_FORMATS
 
 
 @register_step("export")
 @dataclass(frozen=True)
 class Export(StepConfig):
-    """Write a deployable artifact: GGUF for llama.cpp or ONNX for onnxruntime."""
+    """Write a deployable artifact in one of the registered formats (GGUF for llama.cpp, ONNX for onnxruntime)."""
 
     format: str = "auto"  # "auto": the target's preferred format; "alt": its second (or the other one)
-    # GGUF type (q8_0, q4_0, ...), ONNX quant (fp32, int8, int4), a bit width (4bit, 8bit, float)
-    # resolved for the chosen format, or "auto": the target's preferred type
+    # one of the format's types (GGUF q8_0, q4_k_m, ...; ONNX fp32, int8, int4), a bit width (4bit,
+    # 8bit, float) resolved for the chosen format, or "auto": the target's preferred type
     quant: str = "auto"
     verify: bool = True
 
     def check(self) -> list[str]:
-        problems = []
-        if self.format not in ("auto", "alt", "gguf", "onnx"):
-            problems.append(f"export format must be auto, alt, gguf or onnx, got {self.format!r}")
-        valid = {"gguf": GGUF_TYPES, "onnx": ONNX_QUANTS}.get(self.format, GGUF_TYPES + ONNX_QUANTS) + QUANT_ALIASES
+        problems = unknown_choice("export format", self.format, AUTO_FORMATS + format_names())
+        # the types the chosen format's exporter accepts; any format's while the target decides
+        quants = FORMATS[self.format].quants() if self.format in FORMATS else all_quants()
+        valid = quants + BIT_WIDTHS
         if self.quant != "auto" and self.quant not in valid:
             problems.append(f"export quant {self.quant!r} is not one of {', '.join(valid)}")
         return problems

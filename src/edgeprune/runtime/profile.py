@@ -17,9 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.registry import FORMATS, MODEL_RUNTIME
 
-RUNTIME_BY_KIND = {"gguf": "llama.cpp", "onnx": "onnxruntime", "hf-dir": "torch"}
-RUNTIMES = ("llama.cpp", "onnxruntime", "torch", "llama-bench")
+
+def runtime_names() -> tuple[str, ...]:
+    """Every profiling runtime: each export format's own, torch (model directories), then the others
+    a format lists (llama-bench)."""
+    rows = FORMATS.values()
+    return tuple(dict.fromkeys([*(f.runtime for f in rows), MODEL_RUNTIME, *(r for f in rows for r in f.extra_runtimes)]))
+
+
+def default_runtime(kind: str) -> str:
+    """The runtime an artifact kind is profiled on: its format's own; torch for a model directory."""
+    return FORMATS[kind].runtime if kind in FORMATS else MODEL_RUNTIME
 
 
 @dataclass
@@ -46,12 +56,12 @@ def resolve_runtime(artifact: str, runtime: str | None) -> tuple[str, str]:
     from edgeprune.models import builtin
 
     kind, path = resolve_artifact(artifact)
-    runtime = runtime or RUNTIME_BY_KIND[kind]
-    if runtime not in RUNTIMES:
-        raise EdgepruneError(f"unknown runtime {runtime!r}: use {', '.join(RUNTIMES)}")
-    allowed = {"llama.cpp": {"gguf"}, "llama-bench": {"gguf"}, "onnxruntime": {"onnx"}, "torch": {"hf-dir", "gguf"}}[runtime]
-    if kind not in allowed:
-        raise EdgepruneError(f"runtime {runtime} cannot run a {kind} artifact ({path}): use --runtime {RUNTIME_BY_KIND[kind]}")
+    runtime = runtime or default_runtime(kind)
+    if runtime not in runtime_names():
+        raise EdgepruneError(f"unknown runtime {runtime!r}: use {', '.join(runtime_names())}")
+    runs_it = runtime in FORMATS[kind].runtimes if kind in FORMATS else runtime == MODEL_RUNTIME
+    if not runs_it:
+        raise EdgepruneError(f"runtime {runtime} cannot run a {kind} artifact ({path}): use --runtime {default_runtime(kind)}")
     # torch loads built-in names and directories through edgeprune.models.load
     handle = artifact if runtime == "torch" and builtin.is_builtin(artifact) else str(path)
     return runtime, handle

@@ -159,7 +159,9 @@ def export_gguf(
     """Write ``model`` (transformers Llama/Mistral/Qwen2 or edgeprune_llama) as a GGUF file.
 
     ``tokenizer``: the Hugging Face tokenizer (None: a vocabulary-less file that runs on token ids).
-    ``source_gguf``: a GGUF the model came from; its ``tokenizer.*`` keys are copied verbatim.
+    ``source_gguf``: a GGUF the model came from; its ``tokenizer.*`` keys are copied verbatim. Pass
+    ``LoadedModel.source_gguf``: the file itself for a built-in or ``.gguf``, or the ``tokenizer.gguf``
+    record that a model directory written by edgeprune carries.
     ``qtype``: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (pure Python), or a K-quant such as
     q4_k_m (needs ``llama_quantize``, the path of llama.cpp's binary, or one on PATH).
     With ``verify`` the file is read back and run in llama.cpp before it is renamed into place; a

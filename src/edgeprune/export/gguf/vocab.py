@@ -15,18 +15,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.gguf import tables
 
-
-@dataclass(frozen=True)
-class KV:
-    key: str
-    value: Any
-    type: Any  # gguf.GGUFValueType
-    sub_type: Any = None  # element type of an ARRAY
+# KV and gguf_fields live with the other GGUF readers in models/, so that a model directory can
+# record a GGUF tokenizer (models/tokenizer_record.py) without importing the exporter.
+from edgeprune.models.files import KV, gguf_fields
 
 
 @dataclass(frozen=True)
@@ -40,36 +35,6 @@ class TokenizerKVs:
 
 
 # -- 1. copy from a GGUF ----------------------------------------------------------------------------
-
-
-def _field_value(field) -> tuple[Any, Any, Any]:
-    """(value, type, sub_type) of a GGUFReader field, strings kept as raw bytes (no re-encoding)."""
-    from gguf import GGUFValueType
-
-    vtype = field.types[0]
-    if vtype == GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]), vtype, None
-    if vtype == GGUFValueType.ARRAY:
-        sub = field.types[1] if len(field.types) > 1 else None
-        if sub == GGUFValueType.STRING:
-            return [bytes(field.parts[i]) for i in field.data], vtype, sub
-        if sub == GGUFValueType.ARRAY:
-            raise EdgepruneError(f"cannot copy nested array {field.name} from the source GGUF")
-        return field.contents(), vtype, sub
-    return field.contents(), vtype, None
-
-
-def gguf_fields(path: Path, prefixes: tuple[str, ...]) -> list[KV]:
-    """Every field of a GGUF file whose key starts with one of ``prefixes``, ready to write again."""
-    from edgeprune.models.files import open_gguf
-
-    reader = open_gguf(Path(path))
-    out = []
-    for key, field in reader.fields.items():
-        if key.startswith(prefixes):
-            value, vtype, sub = _field_value(field)
-            out.append(KV(key, value, vtype, sub))
-    return out
 
 
 def from_gguf(path: Path) -> TokenizerKVs:
@@ -211,7 +176,10 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
             "llama.cpp needs them equal; pass the tokenizer that belongs to this model"
         )
     if not getattr(tokenizer, "is_fast", False):
-        raise EdgepruneError("only fast (tokenizer.json) Hugging Face tokenizers can be carried into GGUF: load the model with a fast tokenizer, or pass source_gguf=")
+        raise EdgepruneError(
+            "only fast (tokenizer.json) Hugging Face tokenizers can be carried into GGUF: load the model with a fast "
+            "tokenizer, or copy a GGUF's tokenizer with --source-gguf FILE (source_gguf= in Python)"
+        )
     with tempfile.TemporaryDirectory(prefix="edgeprune-tok-") as tmp:
         tokenizer.save_pretrained(tmp)
         tj = json.loads((Path(tmp) / "tokenizer.json").read_text(encoding="utf-8"))
@@ -221,7 +189,8 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
         if kind is None:
             raise EdgepruneError(
                 f"cannot carry a {key[0]} tokenizer{' with byte fallback' if key[1] else ''} into GGUF yet: "
-                "supported are byte-level BPE and SentencePiece-style BPE; pass source_gguf= to copy one"
+                "supported are byte-level BPE and SentencePiece-style BPE; copy a GGUF's with --source-gguf FILE "
+                "(source_gguf= in Python)"
             )
         # A scratch writer collects the keys through gguf-py's own setters, so the value types
         # are exactly those llama.cpp's converter writes.
@@ -232,8 +201,8 @@ def from_hf(tokenizer, n_vocab: int, arch: str) -> TokenizerKVs:
             pre = tables.PRE_TOKENIZERS.get(sig)
             if pre is None:
                 raise EdgepruneError(
-                    f"no llama.cpp pre-tokenizer is known for this tokenizer ({sig[:80]}): pass source_gguf= "
-                    "(a GGUF of the base model) to copy its tokenizer, or add a row to PRE_TOKENIZERS"
+                    f"no llama.cpp pre-tokenizer is known for this tokenizer ({sig[:80]}): copy the tokenizer of a "
+                    "GGUF of the base model with --source-gguf FILE (source_gguf= in Python), or add a row to PRE_TOKENIZERS"
                 )
             tokens, types = _bpe_tokens(tokenizer, n_vocab)
             _require_bytes(tokens, _byte_level_chars(), "byte-level BPE")
@@ -290,7 +259,8 @@ def _require_bytes(tokens: list[str], needed: list[str], kind: str) -> None:
     if missing:
         raise EdgepruneError(
             f"the {kind} vocabulary lacks {len(missing)} of its 256 byte tokens (e.g. {missing[0]!r}): llama.cpp "
-            "needs all of them; retrain the tokenizer with the full byte alphabet or pass source_gguf="
+            "needs all of them; copy the tokenizer of the GGUF the model was made from with --source-gguf FILE "
+            "(source_gguf= in Python), or retrain the tokenizer with the full byte alphabet"
         )
 
 

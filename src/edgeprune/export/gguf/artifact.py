@@ -1,0 +1,89 @@
+"""The GGUF row's callables (``edgeprune.export.registry``): what builds, ``describe``, profiling and
+evaluation need to know about a GGUF file. Each imports what it needs when called: gguf-py and
+llama.cpp load only when a GGUF is really written, read or run.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.export.registry import Exported
+
+
+def quants() -> tuple[str, ...]:
+    from edgeprune.export.gguf.tables import QTYPES
+
+    return tuple(QTYPES)
+
+
+def needs(quant: str) -> str | None:
+    """K-quants are made by llama.cpp's llama-quantize, which a build finds on PATH only."""
+    from edgeprune.export.gguf import kquant, tables
+
+    return kquant.BINARY if tables.QTYPES[quant].route == "llama-quantize" else None
+
+
+def export(model, tokenizer, out_dir: Path, quant: str, *, verify: bool, source_gguf: str | None) -> Exported:
+    """One ``model-<quant>.gguf`` in ``out_dir``; ``source_gguf``'s tokenizer keys are copied verbatim."""
+    from edgeprune.export.gguf.api import export_gguf
+
+    name = f"model-{quant}.gguf"
+    report = export_gguf(model, tokenizer, out_dir / name, qtype=quant, source_gguf=source_gguf, verify=verify,
+                         progress=False)  # fmt: skip
+    return Exported(artifact=name, bytes=(out_dir / name).stat().st_size, report=report.to_dict())
+
+
+def find(path: Path) -> Path | None:
+    return path if path.suffix == ".gguf" and not path.is_dir() else None
+
+
+def describe(path: Path) -> dict:
+    """Widths, parameter count and main type from the GGUF's key/values and tensor infos."""
+    from gguf import GGMLQuantizationType
+
+    from edgeprune.describe import per_layer
+    from edgeprune.models.files import gguf_field, open_gguf
+
+    reader = open_gguf(path)
+    arch = gguf_field(reader, "general.architecture")
+    n = gguf_field(reader, f"{arch}.block_count")
+    heads = per_layer(gguf_field(reader, f"{arch}.attention.head_count"), n)
+    kv = per_layer(gguf_field(reader, f"{arch}.attention.head_count_kv", heads), n)
+    hidden = gguf_field(reader, f"{arch}.embedding_length")
+    types = collections.Counter()
+    params = 0
+    vocab = None
+    for t in reader.tensors:
+        count = int(t.n_elements)
+        params += count
+        types[GGMLQuantizationType(t.tensor_type).name] += count
+        if t.name == "token_embd.weight":
+            vocab = int(max(t.shape))
+    return {
+        "architecture": arch,
+        "name": gguf_field(reader, "general.name"),
+        "layers": n,
+        "hidden_size": hidden,
+        "vocab_size": gguf_field(reader, f"{arch}.vocab_size", vocab),
+        "head_dim": gguf_field(reader, f"{arch}.attention.key_length") or hidden // max(heads),
+        "heads": heads,
+        "kv_heads": kv,
+        "intermediate": per_layer(gguf_field(reader, f"{arch}.feed_forward_length"), n),
+        "params": params,
+        "dtype": types.most_common(1)[0][0].lower() if types else "?",
+        "file_bytes": path.stat().st_size,
+    }
+
+
+def evaluate(path: Path, tokenizer, *, threads: int | None, batch_tokens: int):
+    """llama.cpp over ``path``. Default tokenizer: the Hugging Face one transformers builds from the
+    GGUF's metadata (what the torch backend uses for it); ``"llama.cpp"``: llama.cpp's own."""
+    from edgeprune.eval.backends import LlamaCppBackend
+    from edgeprune.eval.evaluator import as_tokenizer
+
+    if not path.is_file():
+        raise EdgepruneError(f"no such GGUF file {path}: pass an existing .gguf file")
+    tok = "llama.cpp" if tokenizer == "llama.cpp" else as_tokenizer(tokenizer if tokenizer is not None else str(path))
+    return LlamaCppBackend(path, tok, threads=threads, batch_tokens=batch_tokens)

@@ -17,10 +17,31 @@ import os
 import sys
 
 
-def load(path: str, *, n_ctx: int, threads: int | None):
+def open_gguf(**kwargs):
+    """llama_cpp.Llama(**kwargs). Where llama.cpp was built with AMX, its repacked (AMX) weight
+    buffers are turned off: on some Xeon hosts they segfault on the first decode. Llama() has no
+    argument for that, so its default-parameters function is swapped for the call only."""
     import llama_cpp
+    import llama_cpp.llama as llama_module
 
-    llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads or os.cpu_count(), verbose=False)
+    if "AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode(errors="replace"):
+        return llama_cpp.Llama(**kwargs)
+    low, default = llama_module.llama_cpp, llama_module.llama_cpp.llama_model_default_params
+
+    def without_repacking():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_repacking
+    try:
+        return llama_cpp.Llama(**kwargs)
+    finally:
+        low.llama_model_default_params = default
+
+
+def load(path: str, *, n_ctx: int, threads: int | None):
+    llm = open_gguf(model_path=path, n_ctx=n_ctx, n_threads=threads or os.cpu_count(), verbose=False)
     if "tokenizer.chat_template" in llm.metadata:
         template = "the GGUF's own chat template"
     else:

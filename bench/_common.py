@@ -36,9 +36,10 @@ DATA = ROOT.parent / "shared" / "data" / "wikitext-2-raw"
 
 def header(bench: str, command: str | None = None) -> dict:
     """The head every bench JSON starts with: ``{bench, command, machine, versions}``."""
-    from edgeprune.benchutil import command_line, machine, versions
+    from edgeprune.benchutil import command_line, versions
+    from edgeprune.devices.host import machine_info
 
-    return {"bench": bench, "command": command or command_line(), "machine": machine(), "versions": versions()}
+    return {"bench": bench, "command": command or command_line(), "machine": machine_info(), "versions": versions()}
 
 
 def document(bench: str, rows: list[dict], **extra) -> dict:

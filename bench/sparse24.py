@@ -235,8 +235,8 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     windows, training checkpoints every 5 steps (under the edgeprune cache), and every unit of work
     (a generated chunk, a training step) is logged with its CPU seconds to the progress file, so the
     reported cost of a run that was stopped and resumed counts each unit once."""
-    from edgeprune.compress.calib import calibration_windows
-    from edgeprune.compress.sparse_train import SparseTrain, concat_windows, sparse_train
+    from edgeprune.compress.calib import calibration_windows, concat_windows
+    from edgeprune.compress.sparse_train import SparseTrain, sparse_train
     from edgeprune.models.cache import cache_root
 
     recon_init = args.ast_init.split("+recon")[0] if args.ast_init.endswith("+recon") else None

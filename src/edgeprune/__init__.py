@@ -12,14 +12,14 @@ from __future__ import annotations
 import importlib
 
 from edgeprune.errors import EdgepruneError
-from edgeprune import _autoregister
+from edgeprune.models.registration import install as _install_registration
 
 __version__ = "0.1.0"
 __all__ = ["EdgepruneError", "__version__", "build", "models", "eval", "compress", "export", "runtime", "devices"]
 
 _SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "cli", "describe", "pipeline"}
 
-_autoregister.install()
+_install_registration()  # light: the hook imports transformers only once someone else does
 
 
 def build(target: str = "host", *, model: str | None = None, recipe: str | None = None, out: str | None = None,

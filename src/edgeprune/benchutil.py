@@ -6,7 +6,7 @@ The JSON shape, shared by all benches under ``bench/``::
      "versions": {python, torch, transformers, edgeprune, ...}, "rows": [{...}, ...]}
 
 Rows are flat dicts; the markdown table shows the columns a bench chooses. Nothing here imports
-torch: versions come from package metadata.
+torch: versions come from package metadata, the machine from :func:`edgeprune.devices.host.machine_info`.
 """
 
 from __future__ import annotations
@@ -20,16 +20,10 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
+from edgeprune.devices.host import machine_info
 from edgeprune.fileio import write_text_atomic
 
 DEFAULT_PACKAGES = ("edgeprune", "torch", "transformers", "numpy", "onnxruntime", "llama-cpp-python", "gguf")
-
-
-def machine() -> dict:
-    """CPU model, cores, RAM and platform of this machine."""
-    from edgeprune.runtime.profile import machine_info
-
-    return machine_info()
 
 
 def versions(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict:
@@ -50,7 +44,7 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 def bench_document(bench: str, rows: list[dict], *, command: str | None = None, **extra) -> dict:
     """The shared JSON document; ``extra`` keys (e.g. ``model``) go after the standard ones."""
-    return {"bench": bench, "command": command or command_line(), "machine": machine(), "versions": versions(),
+    return {"bench": bench, "command": command or command_line(), "machine": machine_info(), "versions": versions(),
             **extra, "rows": rows}  # fmt: skip
 
 

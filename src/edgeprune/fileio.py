@@ -2,7 +2,8 @@
 
 Exporters write to a temporary name in the destination directory and rename it into place at the
 end: the rename is atomic on one filesystem, so a reader sees no file or a whole one. Directories
-have their own helper, :func:`edgeprune.models.cache.atomic_dir`.
+the same way (:func:`atomic_dir`), marked complete so that a reader can tell (:func:`is_complete`).
+This module imports nothing from edgeprune but its errors, so every layer (models/ included) uses it.
 
 Before any of that, :func:`check_writable` (a file) and :func:`check_output_dir` (a folder) settle
 in microseconds whether the output can be written at all, so that a bad ``--out`` fails before a
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
+
+COMPLETE_MARKER = ".complete"  # written last into a directory by atomic_dir
 
 
 def check_writable(path: str | Path, *, overwrite: bool = False, option: str = "overwrite=True",
@@ -112,6 +116,32 @@ def _replaced_mode(final: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path):
+    """Yield a temporary directory beside ``final``; on success mark it complete and rename it into place.
+
+    The rename is atomic on one filesystem, so readers see either no directory or a whole one. If the
+    body raises, the temporary directory is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        if final.exists():  # an older incomplete entry (e.g. from a crash before the marker existed)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def is_complete(directory: str | Path) -> bool:
+    """Whether ``directory`` was written whole by :func:`atomic_dir`."""
+    return (Path(directory) / COMPLETE_MARKER).is_file()
 
 
 def write_text_atomic(final: str | Path, text: str) -> Path:

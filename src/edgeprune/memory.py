@@ -1,13 +1,35 @@
 """This process's memory: resident size now, its peak, a sampler for one step's own peak, and
-giving freed memory back to the OS. One place for every step, build and bench that reports RSS."""
+giving freed memory back to the OS. One place for every step, build and bench that reports RSS.
+
+Standard library only, and nothing from edgeprune: compress/, pipeline/, runtime/ and bench/ all
+read memory through here, so it sits below every one of them. The one exception is
+``edgeprune.runtime.runner``, the file copied alone to a remote board: it cannot import edgeprune,
+so it keeps a verbatim copy of :func:`peak_rss_mb` (tests/unit/test_layering.py checks the two
+stay the same), and boards and this process measure the peak the same way.
+"""
 
 from __future__ import annotations
 
+import resource
+import sys
 import threading
 
-# the peak reader lives in the profiling runner, which must stay standard-library only (it is the
-# one file copied to a board); steps, builds and benches read the peak the same way through here
-from edgeprune.runtime.runner import peak_rss_mb  # noqa: F401
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started running this program.
+
+    On Linux, ``ru_maxrss`` survives ``exec`` and so would count the (possibly huge) parent that
+    forked us; ``VmHWM`` belongs to the new address space, so it is read first.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def rss_mb() -> float:

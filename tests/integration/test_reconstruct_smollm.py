@@ -10,7 +10,7 @@ import torch
 
 from edgeprune.compress import masks as mk
 from edgeprune.compress.calib import calibration_windows
-from edgeprune.compress.calibrate import block_linears
+from edgeprune.compress.sequential import block_linears
 from edgeprune.compress.reconstruct import Reconstruct, reconstruct
 from edgeprune.threads import torch_threads
 from tests.unit.eval_helpers import TEST_DATA

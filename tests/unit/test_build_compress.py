@@ -76,14 +76,24 @@ steps:
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
-@pytest.mark.parametrize("kind, shape", [("reconstruct", (64, 512)), ("nm_prune", (32, 512)), ("structured_prune", (64, 128)),
-                                         ("some_plugin_step", (64, 128))])  # fmt: skip
+def _cfg(kind: str):
+    """A default config of a built-in step ``kind``, or a plugin's bare config."""
+    from edgeprune.compress.reconstruct import Reconstruct
+    from edgeprune.compress.sparsify import NMPrune, WeightQuant
+    from edgeprune.compress.structured import StructuredPrune
+
+    types = {"reconstruct": Reconstruct, "nm_prune": NMPrune, "weight_quant": WeightQuant, "structured_prune": StructuredPrune}
+    return types[kind]() if kind in types else type("Cfg", (), {"kind": kind})()
+
+
+@pytest.mark.parametrize("kind, shape", [("reconstruct", (64, 512)), ("nm_prune", (32, 512)), ("weight_quant", (32, 512)),
+                                         ("structured_prune", (64, 128)), ("some_plugin_step", (64, 128))])  # fmt: skip
 def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monkeypatch):
     # a step inside a build sees as much calibration text as the same step run from its CLI
     import edgeprune.compress.calib as calib
     import edgeprune.config as config
     from edgeprune.cli.main import build_parser
-    from edgeprune.compress.calib_shapes import calib_shape
+    from edgeprune.compress.calib_policy import policy
     from edgeprune.pipeline import stages
 
     seen = {}
@@ -91,10 +101,10 @@ def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monk
         seen["shape"] = (n_windows, seq_len, source)
 
     monkeypatch.setattr(calib, "calibration_windows", record)
-    monkeypatch.setattr(config, "implementation", lambda cfg: lambda model, cfg, windows, progress=False: "applied")
-    cfg = type("Cfg", (), {"kind": kind})()
-    assert stages._apply_with_calibration(object(), cfg, calib=None, tokenizer=None) == "applied"
-    assert seen["shape"] == (*shape, "self") == (*calib_shape(kind), "self")
+    monkeypatch.setattr(config, "implementation", lambda cfg: lambda model, cfg, windows, dense=None, progress=False: "applied")
+    assert stages._apply_with_calibration(object(), _cfg(kind), calib=None, tokenizer=None, dense=lambda: "dense") == "applied"
+    p = policy(kind)
+    assert seen["shape"] == (*shape, "self") == (p.n_windows, p.seq_len, "self")
     verbs = {"reconstruct": "reconstruct", "nm_prune": "sparsify"}
     if kind in verbs:  # the CLI's defaults come from the same table
         required = ["--dense", "d"] if kind == "reconstruct" else []
@@ -106,47 +116,50 @@ def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeyp
     # after an earlier step pruned the model, a copy of the current model would teach the pruned model itself
     import edgeprune.compress.calib as calib
     import edgeprune.config as config
+    from edgeprune.compress.sparse_train import SparseTrain
     from edgeprune.pipeline import stages
 
-    monkeypatch.setattr(calib, "calibration_windows", lambda *a, **k: "windows")
+    writers = []
+    monkeypatch.setattr(calib, "calibration_windows", lambda *a, model=None, **k: writers.append(model) or "windows")
     got = {}
 
-    def step(model, cfg, windows, *, teacher=None, progress=False):
+    def step(model, cfg, windows, *, train_data=None, teacher=None, progress=False):
         got["teacher"] = teacher
         return model
 
     monkeypatch.setattr(config, "implementation", lambda cfg: step)
     dense = object()
-    cfg = type("Cfg", (), {"kind": "sparse_train"})()
-    stages._apply_with_calibration("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
-    assert got["teacher"] is dense
+    stages._apply_with_calibration("pruned", SparseTrain(), calib=None, tokenizer=None, dense=lambda: dense)
+    assert got["teacher"] is dense and writers == [dense, dense]  # it writes the `self` text too
 
 
 @pytest.mark.parametrize("init, calibrated", [("sparsegpt", True), ("none", False)])
 def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_model(init, calibrated, monkeypatch):
     import edgeprune.compress.calib as calib
     import edgeprune.compress.sparse_train as st
-    from edgeprune.compress.calib_shapes import AST_TRAIN_SEQ_LEN, ast_train_windows, calib_shape
+    import edgeprune.config as config
+    from edgeprune.compress.calib_policy import policy
     from edgeprune.pipeline import stages
 
     drawn, got = [], {}
-    def draw(tok, src, *, n_windows, seq_len, **kw):
-        drawn.append((n_windows, seq_len))
+    def draw(tok, src, *, n_windows, seq_len, seed, **kw):
+        drawn.append((n_windows, seq_len, seed))
         return n_windows, seq_len
 
-    def train(model, cfg, windows, *, train_data, teacher, progress):
-        got.update(windows=windows, train=train_data, teacher=teacher)
+    def train(model, cfg, calib=None, *, train_data=None, progress=True, teacher=None):
+        got.update(windows=calib, train=train_data, teacher=teacher)
         return model, None
 
     monkeypatch.setattr(calib, "calibration_windows", draw)
-    monkeypatch.setattr(st, "sparse_train", train)
-    cfg = st.SparseTrain(init=init, tokens=300_000)
+    monkeypatch.setattr(config, "implementation", lambda cfg: train)
+    cfg = st.SparseTrain(init=init, tokens=300_000, seed=3)
     dense = object()
-    stages._IN_BUILD["sparse_train"]("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
-    train_shape = (ast_train_windows(300_000), AST_TRAIN_SEQ_LEN)
+    stages.in_build_apply(cfg)("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
+    p = policy("sparse_train")
+    train_shape = (p.training.n_windows(300_000), p.training.seq_len)
     assert train_shape == (512, 256) and got["train"] == train_shape and got["teacher"] is dense
-    assert got["windows"] == (calib_shape("sparse_train") if calibrated else None)
-    assert drawn == ([calib_shape("sparse_train")] if calibrated else []) + [train_shape]
+    assert got["windows"] == ((p.n_windows, p.seq_len) if calibrated else None)
+    assert drawn == ([(p.n_windows, p.seq_len, 3)] if calibrated else []) + [(*train_shape, 4)]  # seed + 1: other windows
 
 
 def test_build_reconstructs_with_in_loop_masks_then_runs_ast_from_them(tmp_path):

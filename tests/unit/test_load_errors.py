@@ -9,7 +9,7 @@ import pytest
 from edgeprune.cli.main import main
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import load
-from edgeprune.models.cache import atomic_dir, is_complete
+from edgeprune.fileio import atomic_dir, is_complete
 from tests.tiny import save_tiny, tiny_llama
 
 

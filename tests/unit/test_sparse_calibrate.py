@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calibrate import capture_block_inputs, sequential
+from edgeprune.compress.sequential import capture_block_inputs, sequential
 from tests.tiny import tiny_llama, tiny_per_layer
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
 

@@ -29,7 +29,7 @@ def run(args) -> int:
 
 
 def _list(args) -> int:
-    from edgeprune.devices.profiles import _BUILDERS, device_names
+    from edgeprune.devices.profiles import device_names, get_device
 
     if args.json:
         print(json.dumps(device_names()))
@@ -39,7 +39,7 @@ def _list(args) -> int:
         if name == "host":
             print(f"{'host':<22} this machine (measured on first use, then cached)")
         else:
-            print(f"{name:<22} {_BUILDERS[name]().description}")
+            print(f"{name:<22} {get_device(name).description}")
     return 0
 
 

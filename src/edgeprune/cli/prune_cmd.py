@@ -11,6 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgeprune.compress.calib_policy import policy
+
+CALIB = policy("structured_prune")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -30,9 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, help="a structured_prune YAML file; flags given on the command line override it")
     p.add_argument("--calib", default="self", help="calibration text: self (model-generated), shakespeare, "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
-    p.add_argument("--calib-pool", type=int, default=64, help="calibration windows in the pool (default 64)")
+    p.add_argument("--calib-pool", type=int, default=CALIB.n_windows, help=f"calibration windows in the pool (default {CALIB.n_windows})")
     p.add_argument("--calib-windows", type=int, default=None, help="windows drawn per mini-step (default 32)")
-    p.add_argument("--seq-len", type=int, default=128, help="calibration/training window length in tokens (default 128)")
+    p.add_argument("--seq-len", type=int, default=CALIB.seq_len, help=f"calibration/training window length in tokens (default {CALIB.seq_len})")
     p.add_argument("--train-tokens", type=int, default=None, help="recovery training budget in tokens (default: no training)")
     p.add_argument("--train-data", default=None, help="training text (same choices as --calib; default: the --calib source)")
     p.add_argument("--kd-alpha", type=float, default=None, help="distillation weight in [0, 1]: 0 cross-entropy only (default), 1 KD only")
@@ -68,31 +72,24 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from edgeprune.errors import EdgepruneError
     from edgeprune.fileio import check_output_dir
 
     # The output first: it needs no import of torch, and a bad --out must not cost a model load.
     check_output_dir(args.out, overwrite=args.force, option="--force")
     out = Path(args.out).expanduser()
     cfg = build_config(args)
-    from edgeprune.compress.calib import NAMED_SOURCES
+    from edgeprune.compress.calib import check_seq_len, check_source, check_window_count
 
-    if args.calib_pool < 1:
-        raise EdgepruneError(f"the calibration set is empty (--calib-pool {args.calib_pool}): ask for at least one window")
-    if args.seq_len < 2:
-        raise EdgepruneError(f"--seq-len must be >= 2, got {args.seq_len}")
-
-    names = ", ".join(["self", *NAMED_SOURCES])
+    check_window_count(args.calib_pool, "--calib-pool")
+    check_seq_len(args.seq_len, "--seq-len")
     for src in (args.calib, args.train_data):
-        if src is not None and src != "self" and src not in NAMED_SOURCES and not Path(src).is_file():
-            if src in ("wikitext2", "wikitext2-test"):
-                raise EdgepruneError(f"{src!r} is the evaluation set: calibrate on {names} or a file")
-            raise EdgepruneError(f"no calibration text {src!r}: pass {names} or an existing UTF-8 file")
+        if src is not None:
+            check_source(src)
 
     import time
 
     from edgeprune.compress import compress
-    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.compress.calib_policy import draw_calibration, draw_training, training_tokens
     from edgeprune.compress.structured import check_reachable, save_pruned
     from edgeprune.threads import torch_threads
     from edgeprune.compress.train import distributed_from_env
@@ -107,14 +104,12 @@ def run(args) -> int:
         check_reachable(model.config, cfg)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        calib = calibration_windows(tok, args.calib, n_windows=args.calib_pool, seq_len=args.seq_len, seed=cfg.seed,
-                                    model=model, data_dir=args.data_dir, progress=progress)  # fmt: skip
+        calib = draw_calibration(cfg, tok, args.calib, model=model, n_windows=args.calib_pool, seq_len=args.seq_len,
+                                 data_dir=args.data_dir, progress=progress)  # fmt: skip
         train_data = None
-        if cfg.train is not None:
-            n_train = max(1, -(-cfg.train.tokens // args.seq_len))
-            src = args.train_data or args.calib
-            train_data = calibration_windows(tok, src, n_windows=min(n_train, 4096), seq_len=args.seq_len,
-                                             seed=cfg.seed + 1, model=model, data_dir=args.data_dir, progress=progress)  # fmt: skip
+        if training_tokens(cfg) is not None:
+            train_data = draw_training(cfg, tok, args.train_data or args.calib, model=model, seq_len=args.seq_len,
+                                       data_dir=args.data_dir, progress=progress)  # fmt: skip
         calib_s = time.perf_counter() - t0
         pruned, report = compress(model, cfg, calib, train_data=train_data, progress=progress)
         report.notes.append(f"torch threads {threads}, world size {world_size}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeprune.compress.calib_shapes import calib_shape
+from edgeprune.compress.calib_policy import policy
 
 
 def add_parser(sub) -> None:
@@ -45,9 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None, help="a reconstruct YAML file; flags given on the command line override it")
     p.add_argument("--calib", default="shakespeare", help="calibration text: shakespeare, self (dense-model-generated), "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
-    windows, seq_len = calib_shape("reconstruct")
-    p.add_argument("--calib-windows", type=int, default=windows, help=f"calibration windows (default {windows})")
-    p.add_argument("--calib-seq-len", type=int, default=seq_len, help=f"calibration window length in tokens (default {seq_len})")
+    calib = policy("reconstruct")
+    p.add_argument("--calib-windows", type=int, default=calib.n_windows, help=f"calibration windows (default {calib.n_windows})")
+    p.add_argument("--calib-seq-len", type=int, default=calib.seq_len, help=f"calibration window length in tokens (default {calib.seq_len})")
     p.add_argument("--seed", type=int, default=None, help="seed of the calibration draw and the batch order (default 0)")
     p.add_argument("--data-dir", default=None, help="shared data directory (default ../shared/data, $EDGEPRUNE_DATA)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for this run (restored afterwards)")
@@ -69,30 +69,27 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from edgeprune.errors import EdgepruneError
     from edgeprune.fileio import check_output_dir
 
     check_output_dir(args.out, overwrite=args.overwrite)  # first: a bad --out must not cost a model load
     out = Path(args.out).expanduser()
     cfg = build_config(args)
-    if args.calib_windows < 1:
-        raise EdgepruneError(f"the calibration set is empty (--calib-windows {args.calib_windows}): ask for at least one window")
-    if args.calib_seq_len < 2:
-        raise EdgepruneError(f"--calib-seq-len must be an integer >= 2, got {args.calib_seq_len}")
-    from edgeprune.cli.sparsify_cmd import _check_source
+    from edgeprune.compress.calib import check_seq_len, check_source, check_window_count
 
-    _check_source(args.calib)
+    check_window_count(args.calib_windows, "--calib-windows")
+    check_seq_len(args.calib_seq_len, "--calib-seq-len")
+    check_source(args.calib)
 
     import time
 
-    from edgeprune.compress.calib import calibration_windows
-    from edgeprune.compress.calibrate import decoder_layers
+    from edgeprune.compress.calib_policy import draw_calibration
+    from edgeprune.compress.sequential import decoder_layers
     from edgeprune.compress.packed import is_packed, load_packed
     from edgeprune.compress.reconstruct import check_pair, reconstruct
     from edgeprune.compress.reconstruct_maths import block_windows
     from edgeprune.threads import torch_threads
     from edgeprune.models import load, tokenizer_record
-    from edgeprune.models.cache import atomic_dir
+    from edgeprune.fileio import atomic_dir
 
     progress = not args.quiet
     with torch_threads(args.threads) as threads:
@@ -106,8 +103,8 @@ def run(args) -> int:
         check_pair(model, dense)
         if cfg.granularity == "block":
             block_windows(len(decoder_layers(model)), cfg.blocks)
-        calib = calibration_windows(dense_tok, args.calib, n_windows=args.calib_windows, seq_len=args.calib_seq_len,
-                                    seed=cfg.seed, model=dense, data_dir=args.data_dir, progress=progress)  # fmt: skip
+        calib = draw_calibration(cfg, dense_tok, args.calib, model=model, dense=dense, n_windows=args.calib_windows,
+                                 seq_len=args.calib_seq_len, data_dir=args.data_dir, progress=progress)  # fmt: skip
         model, rep = reconstruct(model, cfg, calib, dense=dense, progress=progress, release_dense=True)
         del dense
         summary = {"model": str(args.model), "dense": str(args.dense), "threads": threads,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeprune.compress.calib_shapes import AST_TRAIN_SEQ_LEN, ast_train_windows, calib_shape
+from edgeprune.compress.calib_policy import policy
 
 QUANTS = {"none": None, "int4": 4, "int8": 8}
 
@@ -36,14 +36,15 @@ def add_parser(sub) -> None:
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed, for --pattern unstructured only")
     p.add_argument("--calib", default="shakespeare", help="calibration text: shakespeare, self (model-generated), "
                    "wikitext2-valid or a UTF-8 file (never the WikiText-2 test file)")  # fmt: skip
-    windows, seq_len = calib_shape("nm_prune")
-    p.add_argument("--calib-windows", type=int, default=windows, help=f"calibration windows (default {windows})")
-    p.add_argument("--calib-seq-len", type=int, default=seq_len, help=f"calibration window length in tokens (default {seq_len})")
+    calib, train = policy("nm_prune"), policy("sparse_train").training
+    p.add_argument("--calib-windows", type=int, default=calib.n_windows, help=f"calibration windows (default {calib.n_windows})")
+    p.add_argument("--calib-seq-len", type=int, default=calib.seq_len, help=f"calibration window length in tokens (default {calib.seq_len})")
     p.add_argument("--train", default=None, choices=["ast"], help="recover with AST sparse training")
     p.add_argument("--tokens", type=int, default=None, help="AST token budget (default 300000)")
     p.add_argument("--train-data", default="self", help="AST training text (same choices as --calib, comma-separated to mix; default self)")
-    p.add_argument("--train-seq-len", type=int, default=AST_TRAIN_SEQ_LEN, help=f"AST window length in tokens (default {AST_TRAIN_SEQ_LEN})")
-    p.add_argument("--train-windows", type=int, default=None, help="distinct AST windows per source (default: one epoch, at most 512 in all)")
+    p.add_argument("--train-seq-len", type=int, default=train.seq_len, help=f"AST window length in tokens (default {train.seq_len})")
+    p.add_argument("--train-windows", type=int, default=None,
+                   help=f"distinct AST windows per source (default: one epoch, at most {train.max_windows} in all)")  # fmt: skip
     p.add_argument("--lr", type=float, default=None, help="AST peak learning rate (default 2e-4)")
     p.add_argument("--batch-size", type=int, default=None, help="AST sequences per optimizer step, all ranks (default 8)")
     p.add_argument("--no-slorb", action="store_true", help="AST without the SLoRB low-rank boost")
@@ -111,19 +112,7 @@ def where_24_pays(target: str | None) -> list[str]:
     return lines
 
 
-def _check_source(src: str) -> None:
-    from edgeprune.compress.calib import NAMED_SOURCES
-    from edgeprune.errors import EdgepruneError
-
-    names = ", ".join(["self", *NAMED_SOURCES])
-    if src != "self" and src not in NAMED_SOURCES and not Path(src).is_file():
-        if src in ("wikitext2", "wikitext2-test"):
-            raise EdgepruneError(f"{src!r} is the evaluation set: calibrate on {names} or a file")
-        raise EdgepruneError(f"no calibration text {src!r}: pass {names} or an existing UTF-8 file")
-
-
 def run(args) -> int:
-    from edgeprune.errors import EdgepruneError
     from edgeprune.fileio import check_output_dir
 
     check_output_dir(args.out, overwrite=args.overwrite)  # first: a bad --out must not cost a model load
@@ -131,28 +120,30 @@ def run(args) -> int:
     step, quant_after = build_steps(args)  # one-shot: the quant step is nested in the prune step (one pass)
     quant = quant_after if quant_after is not None else getattr(step, "quant", None)
     notes = where_24_pays(args.target)  # an unknown --target fails here, before any loading
-    for n, flag in ((args.calib_windows, "--calib-windows"), (args.calib_seq_len, "--calib-seq-len"), (args.train_seq_len, "--train-seq-len")):
-        if n < 1 or (flag.endswith("seq-len") and n < 2):
-            raise EdgepruneError(f"{flag} must be a positive integer (a window needs at least 2 tokens), got {n}")
-    _check_source(args.calib)
+    from edgeprune.compress.calib import check_seq_len, check_source, check_window_count
+
+    check_window_count(args.calib_windows, "--calib-windows")
+    check_seq_len(args.calib_seq_len, "--calib-seq-len")
+    check_seq_len(args.train_seq_len, "--train-seq-len")
+    check_source(args.calib)
     if args.train:
         for src in args.train_data.split(","):
-            _check_source(src)
+            check_source(src)
 
     import time
 
     from edgeprune.compress import compress
-    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.compress.calib_policy import draw_calibration, draw_training, reads_calibration, training_tokens
     from edgeprune.compress.packed import is_packed, load_packed, save_packed
     from edgeprune.compress.sparse_modules import merge_all_slorb
-    from edgeprune.compress.sparse_train import SparseTrain, concat_windows
+    from edgeprune.compress.sparse_train import SparseTrain
     from edgeprune.compress.sparsify import check_model
     from edgeprune.compress.structured import peak_rss_mb
     from edgeprune.threads import torch_threads
     from edgeprune.compress.train import distributed_from_env
     from edgeprune.fileio import write_text_atomic
     from edgeprune.models import load, tokenizer_record
-    from edgeprune.models.cache import atomic_dir
+    from edgeprune.fileio import atomic_dir
 
     progress = not args.quiet
     nm = step.nm
@@ -168,19 +159,15 @@ def run(args) -> int:
         teacher = None
         if getattr(args, "teacher", None):
             teacher, _ = load(args.teacher)
-        needs_calib = step.method != "magnitude" if not isinstance(step, SparseTrain) else step.init not in ("magnitude", "none")
-        needs_calib = needs_calib or (quant is not None and quant.method == "gptq")
         calib = None
-        if needs_calib:
-            calib = calibration_windows(tok, args.calib, n_windows=args.calib_windows, seq_len=args.calib_seq_len,
-                                        seed=args.seed, model=model, data_dir=args.data_dir, progress=progress)  # fmt: skip
+        if reads_calibration(step) or (quant_after is not None and reads_calibration(quant_after)):
+            calib = draw_calibration(step, tok, args.calib, model=model, dense=teacher, seed=args.seed, n_windows=args.calib_windows,
+                                     seq_len=args.calib_seq_len, data_dir=args.data_dir, progress=progress)  # fmt: skip
         train_data = None
-        if isinstance(step, SparseTrain):
-            sources = args.train_data.split(",")
-            n_train = args.train_windows or ast_train_windows(step.tokens, args.train_seq_len) // len(sources) or 1
-            train_data = concat_windows(*[calibration_windows(tok, src, n_windows=n_train, seq_len=args.train_seq_len,
-                                                              seed=args.seed + 1, model=model, data_dir=args.data_dir,
-                                                              progress=progress) for src in sources])  # fmt: skip
+        if training_tokens(step) is not None:  # `self` text by the teacher: --teacher, else the input model itself
+            train_data = draw_training(step, tok, args.train_data.split(","), model=model, dense=teacher, seed=args.seed,
+                                       n_windows=args.train_windows, seq_len=args.train_seq_len, data_dir=args.data_dir,
+                                       progress=progress)  # fmt: skip
         reports = {}
         if teacher is not None:  # compress() has no teacher: call the step's implementation
             from edgeprune.compress.sparse_train import sparse_train

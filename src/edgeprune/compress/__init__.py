@@ -5,11 +5,14 @@ Public API (imported lazily, so ``import edgeprune.compress`` does not import to
 - ``compress(model, step, calib)`` -> ``(model, report)``: the one verb (see ``api.py``);
 - ``register`` / ``registered``: the config-type -> implementation registry;
 - ``StructuredPrune`` + ``TrainConfig``: structured pruning (Adapt-Pruner and its baselines);
-- ``TokenWindows`` / ``calibration_windows``: calibration and training token windows.
+- ``TokenWindows`` / ``calibration_windows``: calibration and training token windows from a source;
+- ``draw_calibration`` / ``draw_training``: the windows a step draws (as its CLI and a build do).
 
 Files: pure maths in ``importance.py`` (group scores) and ``allocation.py`` (per-layer widths),
 the coupling model and cutting in ``cut.py``, calibration statistics in ``stats.py``, the
-training loop in ``train.py``, orchestration in ``structured.py``.
+training loop in ``train.py``, orchestration in ``structured.py``; sources read into windows in
+``calib.py``, what each step draws in ``calib_policy.py``, layer-by-layer calibration passes in
+``sequential.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ _LAZY = {
     "TrainConfig": "edgeprune.compress.train",
     "TokenWindows": "edgeprune.compress.calib",
     "calibration_windows": "edgeprune.compress.calib",
+    "draw_calibration": "edgeprune.compress.calib_policy",
+    "draw_training": "edgeprune.compress.calib_policy",
 }
 
 __getattr__, __all__ = lazy_attributes(__name__, _LAZY)

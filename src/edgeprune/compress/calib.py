@@ -11,6 +11,9 @@ Sources (``source`` argument):
 The WikiText-2 *test* file is the evaluation set and is refused, by name, path and content hash.
 Files are tokenised once without special tokens, cut into non-overlapping windows of ``seq_len``,
 and ``n_windows`` of them are drawn with a seeded permutation.
+
+How many windows of what length a compression step draws, with which seed, is
+:mod:`edgeprune.compress.calib_policy`'s; this module only reads a source into windows.
 """
 
 from __future__ import annotations
@@ -64,6 +67,33 @@ class TokenWindows:
         return {"source": self.source, "windows": len(self), "seq_len": self.seq_len, "tokens": self.tokens}
 
 
+def concat_windows(*windows: TokenWindows) -> TokenWindows:
+    """One :class:`TokenWindows` from several of the same ``seq_len`` (mixed sources)."""
+    if len({w.seq_len for w in windows}) != 1:
+        raise EdgepruneError("training windows from different sources must have the same length: pass one --train-seq-len")
+    return TokenWindows(torch.cat([w.ids for w in windows]), " + ".join(w.source for w in windows))
+
+
+def check_source(source: str) -> None:
+    """EdgepruneError unless ``source`` is ``self``, a named source or an existing file, and not the
+    evaluation set by name. Cheap (no tokenizer, no data directory): the CLIs call it before loading."""
+    names = ", ".join(["self", *NAMED_SOURCES])
+    if source in ("wikitext2", "wikitext2-test"):
+        raise EdgepruneError(f"{source!r} is the evaluation set: calibrate on {names} or a file")
+    if source != "self" and source not in NAMED_SOURCES and not Path(source).expanduser().is_file():
+        raise EdgepruneError(f"no calibration text {source!r}: pass {names} or an existing UTF-8 file")
+
+
+def check_window_count(n_windows, name: str = "n_windows") -> None:
+    if not isinstance(n_windows, int) or n_windows < 1:
+        raise EdgepruneError(f"the calibration set is empty ({name} {n_windows!r}): ask for at least one window")
+
+
+def check_seq_len(seq_len, name: str = "seq_len") -> None:
+    if not isinstance(seq_len, int) or seq_len < 2:
+        raise EdgepruneError(f"{name} must be an integer >= 2, got {seq_len!r}")
+
+
 def _check_not_eval_set(path: Path, text: str) -> None:
     if hashlib.sha256(text.encode("utf-8")).hexdigest() == EVAL_SET_SHA256 or path.name == "wiki.test.raw":
         raise EdgepruneError(
@@ -91,24 +121,18 @@ def calibration_windows(tokenizer, source: str = "self", *, n_windows: int = 128
                         model=None, data_dir: str | Path | None = None, use_cache: bool = True,
                         progress: bool = True) -> TokenWindows:  # fmt: skip
     """Token windows from ``source`` (see the module docstring)."""
-    if not isinstance(n_windows, int) or n_windows < 1:
-        raise EdgepruneError(f"the calibration set is empty (n_windows={n_windows!r}): ask for at least one window")
-    if not isinstance(seq_len, int) or seq_len < 2:
-        raise EdgepruneError(f"seq_len must be an integer >= 2, got {seq_len!r}")
+    check_window_count(n_windows)
+    check_seq_len(seq_len)
+    check_source(source)
     if source == "self":
         if model is None:
             raise EdgepruneError("source 'self' samples text from the model: pass model=")
         return self_generated(model, tokenizer, n_windows=n_windows, seq_len=seq_len, seed=seed,
                               use_cache=use_cache, progress=progress)  # fmt: skip
-    if source in ("wikitext2", "wikitext2-test"):
-        raise EdgepruneError(f"{source!r} is the evaluation set: calibrate on self, shakespeare, wikitext2-valid or a file")
     from edgeprune.data import read_text, resolve_data_file
 
+    # resolve_data_file names the fix where the data directory lacks a named source
     path = resolve_data_file(NAMED_SOURCES[source], data_dir) if source in NAMED_SOURCES else Path(source).expanduser()
-    if not path.is_file():
-        raise EdgepruneError(
-            f"no calibration text {source!r}: pass self, {', '.join(NAMED_SOURCES)} or an existing UTF-8 file"
-        )
     text = read_text(path)
     _check_not_eval_set(path, text)
     return text_windows(text, tokenizer, seq_len=seq_len, n_windows=n_windows, seed=seed, source=str(path))

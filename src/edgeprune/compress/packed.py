@@ -163,7 +163,7 @@ def _module_quant(module: nn.Module):
 
 
 def _decoder_linear_names(model) -> list[str]:
-    from edgeprune.compress.calibrate import decoder_layers
+    from edgeprune.compress.sequential import decoder_layers
 
     decoder_layers(model)  # EdgepruneError for models without model.layers
     return [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and ".layers." in f".{name}"]
@@ -275,7 +275,7 @@ def save_packed(model, out_dir: str | Path, *, nm: tuple[int, int] | None = (2, 
     from safetensors.torch import save_file
 
     from edgeprune.models import tokenizer_record
-    from edgeprune.models.cache import atomic_dir
+    from edgeprune.fileio import atomic_dir
 
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -438,10 +438,9 @@ def build_model(config_dir: Path, layout: dict):
 
     from edgeprune.compress.sparse_modules import SLoRBLinear, replace_module
 
-    import edgeprune  # noqa: F401  (registers edgeprune_llama with transformers)
-    from edgeprune import _autoregister
+    from edgeprune.models.registration import register_now
 
-    _autoregister.register_now()
+    register_now()  # edgeprune_llama with transformers' AutoConfig (a no-op once registered)
     config = AutoConfig.from_pretrained(str(config_dir))
     try:  # every weight is overwritten: skip the random init (seconds for 135M parameters)
         from transformers.initialization import no_init_weights

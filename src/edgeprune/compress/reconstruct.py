@@ -47,7 +47,7 @@ from torch import nn
 
 from edgeprune.compress import masks as mk
 from edgeprune.compress import reconstruct_maths as rm
-from edgeprune.compress.calibrate import (
+from edgeprune.compress.sequential import (
     BlockInputs,
     block_linears,
     capture_block_inputs,
@@ -426,7 +426,7 @@ def _linear_inputs(layer_fn: Callable, lin: nn.Linear, hidden, kwargs, ac) -> li
 def _fit_linears(i: int, lp: nn.Module, ld: nn.Module, P: BlockInputs | None, D: BlockInputs | None,
                  cfg: Reconstruct, gen, ac, report: ReconstructReport) -> None:  # fmt: skip
     """Granularity ``linear``: fit layer ``i``'s Linears one by one, in the order of the forward."""
-    from edgeprune.compress.calibrate import InputStats
+    from edgeprune.compress.sequential import InputStats
 
     pl, dl = block_linears(lp), block_linears(ld)
     fp, fd = _call_layers([lp]), _call_layers([ld])

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calibrate import block_linears, decoder_layers
+from edgeprune.compress.sequential import block_linears, decoder_layers
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.registry import register
 from edgeprune.compress.sparse_modules import MaskedLinear, SLoRBLinear, replace_module, slorb_init
@@ -171,15 +171,6 @@ def distill_loss(student_logits, teacher_logits, labels, *, ce_weight: float, kd
     log_pt = F.log_softmax(t / temperature, dim=-1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
     return ce_weight * ce + kd_weight * temperature**2 * kl, ce.detach(), kl.detach()
-
-
-def concat_windows(*windows):
-    """One :class:`~edgeprune.compress.calib.TokenWindows` from several of the same ``seq_len`` (mixed sources)."""
-    from edgeprune.compress.calib import TokenWindows
-
-    if len({w.seq_len for w in windows}) != 1:
-        raise EdgepruneError("training windows from different sources must have the same length: pass one --train-seq-len")
-    return TokenWindows(torch.cat([w.ids for w in windows]), " + ".join(w.source for w in windows))
 
 
 # -- the step ------------------------------------------------------------------------------------------

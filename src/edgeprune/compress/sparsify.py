@@ -6,7 +6,7 @@ Steps (strict configs, registered in ``edgeprune.compress.registry``, applied wi
 
 - :class:`NMPrune` (``nm_prune``): every Linear of every decoder layer gets an N:M (default 2:4)
   or unstructured mask, by ``magnitude`` (no data), ``wanda`` or ``sparsegpt`` (OBS weight update).
-  Data-driven methods calibrate layer by layer on the pruned stream (``calibrate.sequential``).
+  Data-driven methods calibrate layer by layer on the pruned stream (``sequential.sequential``).
   An optional nested ``quant`` quantizes each layer right after pruning it, in the same pass.
   ``slorb_k > 0`` also fits a SLoRB term per Linear (``sparse_modules.slorb_lstsq``: the
   Hessian-weighted least-squares fit of what pruning removed) and swaps in a ``SLoRBLinear``, so
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calibrate import CALIB_DTYPES, block_linears, decoder_layers, sequential
+from edgeprune.compress.sequential import CALIB_DTYPES, block_linears, decoder_layers, sequential
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.quantize import QuantizedWeight, QuantSpec, check_group, rtn_quantize
 from edgeprune.compress.registry import register

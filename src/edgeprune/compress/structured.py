@@ -42,7 +42,7 @@ import torch
 
 from edgeprune.compress import allocation as alloc
 from edgeprune.compress import importance as imp
-from edgeprune.compress.calibrate import CALIB_DTYPES
+from edgeprune.compress.sequential import CALIB_DTYPES
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.cut import LayerKeep, add_output_biases, coupled_rows, cut_widths
 from edgeprune.compress.registry import register
@@ -521,7 +521,7 @@ def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: 
     from pathlib import Path
 
     from edgeprune.models import tokenizer_record
-    from edgeprune.models.cache import atomic_dir
+    from edgeprune.fileio import atomic_dir
 
     out = Path(out)
     with atomic_dir(out) as tmp:
@@ -540,27 +540,13 @@ def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: 
 # -- build recipes (``step: prune``) -------------------------------------------------------------------
 
 
-def apply_in_build(model, cfg: StructuredPrune, *, calib: str | None = None, tokenizer=None, progress: bool = False):
-    """The ``prune`` step of an ``edgeprune build`` recipe: ``calib`` is a source name (default: text
-    the model generates itself); 64 windows of 128 tokens, as the CLI's defaults."""
-    from edgeprune.compress.calib import calibration_windows
+def _register_recipe_name() -> None:
+    """``step: prune`` names this config in recipes from import on; a build applies it as every
+    compression step (pipeline.stages), with the windows compress.calib_policy says it draws."""
+    from edgeprune.config import STEPS, register_step
 
-    if tokenizer is None:
-        raise EdgepruneError("the prune step needs the model's tokenizer")
-    source = calib or "self"
-    windows = calibration_windows(tokenizer, source, n_windows=64, seq_len=128, seed=cfg.seed, model=model, progress=progress)
-    train_data = None
-    if cfg.train is not None:
-        n = max(1, min(4096, -(-cfg.train.tokens // 128)))
-        train_data = calibration_windows(tokenizer, source, n_windows=n, seq_len=128, seed=cfg.seed + 1, model=model,
-                                         progress=progress)  # fmt: skip
-    return structured_prune(model, cfg, windows, train_data=train_data, progress=progress)
+    if "prune" not in STEPS:
+        register_step("prune")(StructuredPrune)
 
 
-def _bridge() -> None:
-    from edgeprune.compress.registry import bridge_to_recipes
-
-    bridge_to_recipes("prune", StructuredPrune, apply_in_build)
-
-
-_bridge()
+_register_recipe_name()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeprune.devices.profiles import DeviceProfile
+from edgeprune.devices.device_profile import DeviceProfile
 
 # Bytes per weight for each storage type, block scales included (GGUF block layouts: Q8_0 = 34
 # bytes per 32 weights, Q4_0 = 18/32, Q4_1 = 20/32, Q5_0 = 22/32, Q5_1 = 24/32; Q4_K = 144/256).

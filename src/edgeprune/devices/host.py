@@ -1,4 +1,5 @@
-"""The ``host`` profile: this machine, measured (cores, ISA flags, RAM, memory bandwidth, matmul peak).
+"""The ``host`` profile: this machine, measured (cores, ISA flags, RAM, memory bandwidth, matmul peak),
+and :func:`machine_info`, the facts that profile reports and benchmarks record about it.
 
 Bandwidth comes from a short STREAM-style copy test (numpy ``copyto`` over arrays far larger
 than the caches: bytes read + bytes written per second, best of several runs); peak compute from
@@ -14,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-from edgeprune.devices.profiles import DeviceProfile
+from edgeprune.devices.device_profile import DeviceProfile
 
 _ISA_FLAGS = {
     # /proc/cpuinfo flag -> our ISA name (x86 "flags", ARM "Features")
@@ -48,6 +49,16 @@ def _meminfo_gb() -> tuple[float, float]:
         return round(total, 1), round(avail, 1)
     except (OSError, KeyError, ValueError):
         return 0.0, 0.0
+
+
+def machine_info() -> dict:
+    """This machine's facts for a report's header: CPU model, cores, ISA flags, RAM, platform, Python.
+
+    Read from /proc in microseconds, nothing measured: profiles and benchmarks record it beside
+    their figures."""
+    model, isa = _cpuinfo()
+    return {"cpu": model, "cores": os.cpu_count(), "isa": list(isa), "memory_gb": _meminfo_gb()[0],
+            "platform": platform.platform(), "python": platform.python_version()}  # fmt: skip
 
 
 def measure_bandwidth_gbs(size_mb: int = 256, repeats: int = 5) -> float:

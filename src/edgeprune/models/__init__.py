@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from edgeprune import _autoregister
 from edgeprune._lazy import lazy_attributes
+from edgeprune.models.registration import register_now
 
 _LAZY = {
     "BUILTIN_MODELS": "edgeprune.models.builtin",
@@ -26,7 +26,7 @@ _LAZY = {
 def _register_if_loaded() -> None:
     # Our model classes register with transformers' Auto* as soon as transformers is imported.
     if "transformers" in sys.modules:
-        _autoregister.register_now()
+        register_now()
 
 
 __getattr__, __all__ = lazy_attributes(__name__, _LAZY, after=_register_if_loaded)

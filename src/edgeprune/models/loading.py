@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.fileio import atomic_dir, is_complete
 from edgeprune.models import builtin, families, tokenizer_record
-from edgeprune.models.cache import atomic_dir, cache_root, is_complete
+from edgeprune.models.cache import cache_root
 from edgeprune.models.files import gguf_field, open_gguf, safetensors_header
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 
 from edgeprune.devices.cost import ArtifactCost, estimate_weight_bytes, predict
-from edgeprune.devices.profiles import DeviceProfile
+from edgeprune.devices.device_profile import DeviceProfile
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.common import unknown_choice
 from edgeprune.export.registry import BIT_WIDTHS, FORMATS, format_names, get_format

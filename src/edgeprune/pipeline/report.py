@@ -20,7 +20,7 @@ def write_report(ctx, header: dict) -> dict:
             src = src.parent  # the recorded path is the main file; the whole folder ships
         dst = out / src.name
         if src.is_dir():
-            from edgeprune.models.cache import atomic_dir
+            from edgeprune.fileio import atomic_dir
 
             with atomic_dir(dst) as tmp_dir:  # a killed copy never leaves a half folder under the final name
                 shutil.copytree(src, tmp_dir, dirs_exist_ok=True)

@@ -224,7 +224,7 @@ def build(
         log(f"[{name}] running")
         t0 = time.perf_counter()
         from edgeprune.pipeline.stages import run_stage
-        from edgeprune.models.cache import atomic_dir
+        from edgeprune.fileio import atomic_dir
 
         with atomic_dir(stage_dir) as tmp:
             figures, outputs = run_stage(ctx, cfg, tmp)

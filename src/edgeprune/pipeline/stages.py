@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from edgeprune.compress.calib_shapes import DEFAULT_SHAPE, calib_shape
+from edgeprune.compress.calib_policy import draw_calibration, draw_training, policy, reads_calibration, training_tokens
 from edgeprune.config import StepConfig, step_entry
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import tokenizer_record
@@ -91,13 +91,12 @@ def _profile(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
 
 def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     """Any registered compression step: apply it, save the new model for the next stage."""
-    entry = step_entry(cfg)
     loaded = ctx.model()
     if ctx.calib is None:
         from edgeprune.models.cache import cache_root
 
         ctx.log(f"  no --calib given: calibrating on text the model generates itself (seeded; cached in {cache_root()})")
-    apply = entry.apply or _IN_BUILD.get(cfg.STEP, _apply_with_calibration)
+    apply = in_build_apply(cfg)
     kwargs = {"calib": ctx.calib, "tokenizer": loaded.tokenizer}
     if "dense" in inspect.signature(apply).parameters:
         kwargs["dense"] = ctx.dense_model  # called only by steps that fit to the dense original
@@ -116,63 +115,48 @@ def _compress_stage(ctx, cfg, tmp: Path) -> tuple[dict, dict]:
     return figures, {"model": "model"}
 
 
-TRAIN_SEQ_LEN = DEFAULT_SHAPE[1]  # the window length of recovery training in a build
+def in_build_apply(cfg: StepConfig):
+    """How a build applies compression step ``cfg``: ``apply(model, cfg, *, calib, tokenizer, dense, progress)``,
+    ``calib`` the build's source name (None: ``self``), ``dense()`` loading the build's input model."""
+    return step_entry(cfg).apply or _IN_BUILD.get(cfg.STEP, _apply_with_calibration)
 
 
 def _apply_with_calibration(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
-    """Apply ``implementation(cfg)`` with calibration windows drawn from ``calib`` (a source name; None:
-    the model's own text), as many as the step's CLI draws (compress.calib_shapes)."""
-    from edgeprune.compress.calib import calibration_windows
+    """Apply ``implementation(cfg)`` on the windows its step draws from ``calib`` (compress.calib_policy:
+    as the step's CLI draws with its defaults), its training windows too where it trains; the build's
+    input model is its dense original, its teacher and the writer of ``self`` text where the policy says."""
     from edgeprune.config import implementation
 
     fn = implementation(cfg)
-    n_windows, seq_len = calib_shape(cfg.kind)
-    windows = calibration_windows(tokenizer, calib or "self", n_windows=n_windows, seq_len=seq_len,
-                                  seed=0, model=model, progress=progress)  # fmt: skip
-    kwargs = {"progress": progress}
     params = inspect.signature(fn).parameters
+    wants_dense = "dense" in params or "teacher" in params or (calib is None and policy(cfg.kind).self_text_by == "dense")
+    original = dense() if dense is not None and wants_dense else None
+    windows = None
+    if reads_calibration(cfg):
+        windows = draw_calibration(cfg, tokenizer, calib, model=model, dense=original, progress=progress)
+    kwargs = {"progress": progress}
+    if training_tokens(cfg) is not None:
+        kwargs["train_data"] = draw_training(cfg, tokenizer, calib, model=model, dense=original, progress=progress)
     if "dense" in params:  # steps that fit a pruned model to its dense original
-        kwargs["dense"] = dense()
-    if "teacher" in params and dense is not None:  # distil from the build's input model, not from a copy of the
-        kwargs["teacher"] = dense()  # current one (already pruned when an earlier step pruned it)
+        kwargs["dense"] = original
+    if "teacher" in params and original is not None:  # distil from the build's input model, not from a copy of the
+        kwargs["teacher"] = original  # current one (already pruned when an earlier step pruned it)
     return fn(model, cfg, windows, **kwargs)
 
 
 def _train_in_build(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
     """The ``train`` step: recovery training of the current model on ``calib`` text (default: text the
     dense model generated), distilling from the build's input model when ``kd_alpha`` > 0."""
-    from edgeprune.compress.calib import calibration_windows
     from edgeprune.compress.train import train
 
     original = dense() if calib is None or cfg.kd_alpha > 0 else None
-    n = max(1, min(4096, -(-cfg.tokens // TRAIN_SEQ_LEN)))
-    windows = calibration_windows(tokenizer, calib or "self", n_windows=n, seq_len=TRAIN_SEQ_LEN, seed=cfg.seed,
-                                  model=original, progress=progress)  # fmt: skip
-    teacher = original if cfg.kd_alpha > 0 else None
-    report = train(model, windows.ids, cfg, teacher=teacher, progress=progress)
+    windows = draw_training(cfg, tokenizer, calib, model=model, dense=original, progress=progress)
+    report = train(model, windows.ids, cfg, teacher=original if cfg.kd_alpha > 0 else None, progress=progress)
     return model, report
 
 
-def _sparse_train_in_build(model, cfg, *, calib: str | None, tokenizer, dense=None, progress: bool = False):
-    """AST in a build: its one-shot start calibrated as on the CLI, its training text drawn apart (as
-    many windows as the CLI draws for the budget), the build's input model teaching."""
-    from edgeprune.compress.calib import calibration_windows
-    from edgeprune.compress.calib_shapes import AST_TRAIN_SEQ_LEN, ast_train_windows
-    from edgeprune.compress.sparse_train import sparse_train
-
-    teacher = dense()
-    n_windows, seq_len = calib_shape(cfg.kind)
-    windows = None
-    if cfg.init not in ("magnitude", "none"):
-        windows = calibration_windows(tokenizer, calib or "self", n_windows=n_windows, seq_len=seq_len, seed=0,
-                                      model=teacher, progress=progress)  # fmt: skip
-    train_data = calibration_windows(tokenizer, calib or "self", n_windows=ast_train_windows(cfg.tokens), seq_len=AST_TRAIN_SEQ_LEN,
-                                     seed=cfg.seed + 1, model=teacher, progress=progress)  # fmt: skip
-    return sparse_train(model, cfg, windows, train_data=train_data, teacher=teacher, progress=progress)
-
-
-# steps whose implementation needs more than calibration windows in a build
-_IN_BUILD = {"train": _train_in_build, "sparse_train": _sparse_train_in_build}
+# steps whose implementation is not ``fn(model, cfg, windows, ...)``
+_IN_BUILD = {"train": _train_in_build}
 
 
 _HANDLERS = {"evaluate": _evaluate, "export": _export, "profile": _profile}

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgeprune.devices.host import machine_info
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.registry import FORMATS, MODEL_RUNTIME
 
@@ -167,14 +167,6 @@ def _profile_remote(artifact, handle, runtime, url, options, *, prompt_tokens, g
     return ProfileResult(artifact=artifact, runtime=runtime, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, reps=reps,
                          threads=out["threads"], runs=runs, summary=_summary(runs), machine=machine, remote=out["remote"],
                          telemetry=out["telemetry"])  # fmt: skip
-
-
-def machine_info() -> dict:
-    from edgeprune.devices.host import _cpuinfo, _meminfo_gb
-
-    model, isa = _cpuinfo()
-    return {"cpu": model, "cores": os.cpu_count(), "isa": list(isa), "memory_gb": _meminfo_gb()[0],
-            "platform": platform.platform(), "python": platform.python_version()}  # fmt: skip
 
 
 def write_report(result: ProfileResult, out_dir: str | Path) -> dict[str, Path]:

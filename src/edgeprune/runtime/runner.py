@@ -162,6 +162,8 @@ def run_onnxruntime_plain(artifact: str, prompt_tokens: int, gen_tokens: int, th
 RUNNERS = {"llama.cpp": run_llamacpp, "onnxruntime": run_onnxruntime_plain}
 
 
+# A verbatim copy of edgeprune.memory.peak_rss_mb, the probe every step, build and bench uses: this
+# file may not import edgeprune (see the module docstring). tests/unit/test_layering.py keeps the two equal.
 def peak_rss_mb() -> float:
     """Peak resident memory of this process since it started running this program.
 

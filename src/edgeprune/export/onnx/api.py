@@ -212,7 +212,7 @@ def prepare_model(model):
 
 def _export(model, lm, out: Path, cfg: OnnxExportConfig, *, tokenizer, threads: int) -> OnnxExportReport:
     from edgeprune.export.onnx import genai
-    from edgeprune.models.cache import atomic_dir
+    from edgeprune.fileio import atomic_dir
 
     config = lm.config
     n_layers = config.num_hidden_layers

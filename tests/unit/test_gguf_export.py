@@ -155,6 +155,17 @@ def test_k_quant_through_llama_quantize(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.gguf", "k.report.json", "llama-quantize"]
 
 
+def test_k_quant_with_no_binary_uses_llama_cpp_pythons_quantizer(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no llama-quantize anywhere
+    model = tiny_per_layer(ff=(128, 64, 0, 96))
+    report = export_gguf(model, None, tmp_path / "k.gguf", qtype="q4_k_m", progress=False)
+    assert report.verified and "llama-cpp-python" in report.route
+    # the same quantizer as the binary: the same fallbacks, read from its log
+    assert report.fallbacks and all(f["wanted"] in ("Q4_K", "Q6_K") for f in report.fallbacks)
+    assert {"Q5_0", "Q8_0"} <= set(report.tensor_types)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.gguf", "k.report.json"]
+
+
 def test_no_verify_skips_llama_cpp(tmp_path):
     report = export_gguf(tiny_llama(), None, tmp_path / "n.gguf", qtype="q5_1", verify=False, progress=False)
     assert report.verify is None and not report.verified

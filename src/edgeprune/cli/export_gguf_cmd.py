@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="the .gguf file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the read-back and llama.cpp checks")
-    p.add_argument("--llama-quantize", metavar="PATH", default=None, help="llama.cpp's llama-quantize binary, for K-quants")
+    p.add_argument("--llama-quantize", metavar="PATH", default=None, help="a llama.cpp llama-quantize binary to make K-quants with (default: llama.cpp's quantizer through llama-cpp-python)")
     p.add_argument("--source-gguf", metavar="FILE", default=None,
                    help="copy the tokenizer of this .gguf file or built-in name verbatim (default: the model's own "
                    "GGUF, or the tokenizer.gguf record a directory written by edgeprune carries)")  # fmt: skip

@@ -84,7 +84,9 @@ def make_plan(
     pred = predict(profile, planned, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
     if pred.memory_bytes > budget:
         over = pred.memory_bytes - budget
-        plain = sorted(row.plain_quants(), key=lambda o: _planned_bytes(cost, o))  # suggest the smallest that fits
+        # suggest the smallest of the format's standard types (its 4bit/8bit/float) that fits: lower
+        # K-quants fit sooner but cost quality, which is the user's call, not a budget hint's
+        plain = sorted(set(row.bit_widths.values()), key=lambda o: _planned_bytes(cost, o))
         smaller = [o for o in plain if _planned_bytes(cost, o) + (pred.memory_bytes - planned.weight_bytes) <= budget]
         fix = f"use --quant {smaller[0]}" if smaller else "prune the model (e.g. a recipe with a prune step) or pick a bigger device"
         raise EdgepruneError(
@@ -117,8 +119,8 @@ def resolve_export(profile: DeviceProfile, format: str = "auto", quant: str = "a
     ``format``: ``auto`` (the target's first preferred format), ``alt`` (its second; the first other
     registered format where it lists one only), or a registered format. ``quant``: ``auto`` (the
     target's first preferred type that exists in that format), a bit width (``4bit``, ``8bit``,
-    ``float``), or one of the format's types. A type made by an external binary (GGUF K-quants:
-    llama-quantize) needs it on PATH, where the export stage looks: the reason says which file.
+    ``float``), or one of the format's types. A type its format makes with an external binary (the
+    row's ``needs``) needs it on PATH, where the export stage looks: the reason says which file.
     """
     others = [f for f in format_names() if f not in profile.preferred_formats]
     if format == "auto":

@@ -131,7 +131,8 @@ def _notes(spec: GGUFModelSpec, qtype: tables.QType) -> list[str]:
 
 
 def preflight(out_path, *, qtype: str, overwrite: bool, verify: bool = True, llama_quantize=None, option: str = "overwrite=True"):
-    """Checks that need no model: type, output path, K-quant binary. Returns (config, output, binary).
+    """Checks that need no model: type, output path, K-quant binary. Returns (config, output, the
+    quantizer's command for a K-quant, else None).
 
     The CLI runs this before loading the model, so a typo fails in milliseconds, not seconds.
     """
@@ -140,8 +141,8 @@ def preflight(out_path, *, qtype: str, overwrite: bool, verify: bool = True, lla
     cfg = GGUFExportConfig(qtype=qtype, verify=verify, llama_quantize=str(llama_quantize) if llama_quantize else None)
     out = check_writable(out_path, overwrite=overwrite, option=option)
     qt = tables.QTYPES[cfg.qtype]
-    binary = kquant.find_llama_quantize(cfg.llama_quantize, cfg.qtype, PURE_TYPES) if qt.route == "llama-quantize" else None
-    return cfg, out, binary
+    quantizer = kquant.quantizer_command(cfg.llama_quantize) if qt.route == "llama-quantize" else None
+    return cfg, out, quantizer
 
 
 def export_gguf(
@@ -163,7 +164,8 @@ def export_gguf(
     ``LoadedModel.source_gguf``: the file itself for a built-in or ``.gguf``, or the ``tokenizer.gguf``
     record that a model directory written by edgeprune carries.
     ``qtype``: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (pure Python), or a K-quant such as
-    q4_k_m (needs ``llama_quantize``, the path of llama.cpp's binary, or one on PATH).
+    q4_k_m (llama.cpp's quantizer through llama-cpp-python; ``llama_quantize``: the path of a
+    llama-quantize binary to use instead).
     With ``verify`` the file is read back and run in llama.cpp before it is renamed into place; a
     failed check raises EdgepruneError and leaves nothing behind. Returns the export report, which
     is also written beside the file as ``<name>.report.json``.
@@ -172,7 +174,7 @@ def export_gguf(
     from edgeprune.export.gguf.llamacpp import default_threads
     from edgeprune.export.gguf.verify import verify_gguf
 
-    cfg, out, binary = preflight(out_path, qtype=qtype, overwrite=overwrite, verify=verify, llama_quantize=llama_quantize)
+    cfg, out, quantizer = preflight(out_path, qtype=qtype, overwrite=overwrite, verify=verify, llama_quantize=llama_quantize)
     qt = tables.QTYPES[cfg.qtype]
     source = Path(source_gguf) if source_gguf is not None else None
     if source is not None and not source.is_file():
@@ -190,26 +192,26 @@ def export_gguf(
         t0 = time.perf_counter()
         # The F32 rendering: llama-quantize's input for K-quants, and the exact layout test of the
         # read-back (verify.py, check 3) for every type but F32 itself.
-        needs_f32 = binary is not None or (cfg.verify and qt.name != "f32")
+        needs_f32 = quantizer is not None or (cfg.verify and qt.name != "f32")
         full = stack.enter_context(scratch_file(out.parent, f"{out.name}.f32")) if needs_f32 else None
         if full is not None:
             f32_written = writer.write_gguf(full, model, spec, f32, tok.kvs, general, progress=progress)
-        if binary is None:
+        if quantizer is None:
             written = writer.write_gguf(tmp, model, spec, qt, tok.kvs, general, progress=progress)
             fallbacks, route = written.fallbacks(), "gguf-py"
         else:
             written = f32_written
             t1 = time.perf_counter()
-            fallbacks, _ = kquant.run_llama_quantize(binary, full, tmp, cfg.qtype, threads)
+            fallbacks, _ = kquant.run_llama_quantize(quantizer, full, tmp, cfg.qtype, threads)
             timings["quantize_s"] = time.perf_counter() - t1
-            route = f"llama-quantize ({binary})"
+            route = f"llama-quantize ({cfg.llama_quantize or 'llama_model_quantize via llama-cpp-python'})"
         timings["write_s"] = time.perf_counter() - t0 - timings.get("quantize_s", 0.0)
         result = None
         if cfg.verify:
             t1 = time.perf_counter()
             result = verify_gguf(
                 tmp, model, tokenizer, spec, written.tensors, tok.kvs, f32_path=full,
-                prefix_caveat=tok.prefix_caveat, check_types=binary is None, n_threads=threads,
+                prefix_caveat=tok.prefix_caveat, check_types=quantizer is None, n_threads=threads,
             )  # fmt: skip
             timings["verify_s"] = time.perf_counter() - t1
             if not result.passed:
@@ -228,7 +230,7 @@ def export_gguf(
             tied_embeddings=spec.tied,
             tokenizer=tok.source,
             n_tensors=len(written.tensors),
-            tensor_types=result.tensor_types if result else (written.type_counts() if binary is None else _file_type_counts(tmp)),
+            tensor_types=result.tensor_types if result else (written.type_counts() if quantizer is None else _file_type_counts(tmp)),
             fallbacks=fallbacks,
             route=route,
             verify=result.to_dict() if result is not None else None,

@@ -19,10 +19,9 @@ def quants() -> tuple[str, ...]:
 
 
 def needs(quant: str) -> str | None:
-    """K-quants are made by llama.cpp's llama-quantize, which a build finds on PATH only."""
-    from edgeprune.export.gguf import kquant, tables
-
-    return kquant.BINARY if tables.QTYPES[quant].route == "llama-quantize" else None
+    """No type needs an outside program: K-quants come from llama.cpp's quantizer through
+    llama-cpp-python (export/gguf/kquant.py)."""
+    return None
 
 
 def export(model, tokenizer, out_dir: Path, quant: str, *, verify: bool, source_gguf: str | None) -> Exported:

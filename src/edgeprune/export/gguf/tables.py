@@ -123,8 +123,8 @@ ROPE_TYPES: dict[str, str] = {
 class QType:
     name: str
     ftype: F  # general.file_type
-    ggml: T | None  # the type of the big matrices; None: chosen by llama-quantize
-    route: str  # "gguf-py" (pure Python) or "llama-quantize" (the llama.cpp binary)
+    ggml: T | None  # the type of the big matrices; None: chosen by llama.cpp's quantizer
+    route: str  # "gguf-py" (pure Python) or "llama-quantize" (llama.cpp's quantizer: kquant.py)
 
 
 QTYPES: dict[str, QType] = {

@@ -22,8 +22,6 @@ from edgeprune.export.gguf import tables, vocab
 from edgeprune.export.gguf.spec import GGUFModelSpec, model_spec
 from edgeprune.fileio import atomic_file, check_writable, scratch_file, write_text_atomic
 
-PURE_TYPES = [n for n, q in tables.QTYPES.items() if q.route == "gguf-py"]
-
 
 @dataclass(frozen=True)
 class GGUFExportConfig(ExportConfig):

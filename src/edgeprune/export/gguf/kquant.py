@@ -19,8 +19,6 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 
-BINARY = "llama-quantize"
-
 
 def quantizer_command(explicit: str | os.PathLike | None) -> list[str]:
     """The quantizer's command prefix: ``explicit`` (a llama-quantize binary) if given, else this

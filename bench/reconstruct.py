@@ -115,7 +115,7 @@ def label(job: str, args) -> str:
 def calibration(dense, tok, args):
     import torch
 
-    from edgeprune.compress.calib import TokenWindows, calibration_windows
+    from edgeprune.data.calib import TokenWindows, calibration_windows
 
     if args.tiny:
         return calibration_windows(tok, "shakespeare", n_windows=16, seq_len=64, seed=0)
@@ -280,7 +280,7 @@ def _document(rows: list[dict], args) -> tuple[dict, str]:
 def holdout_windows(dense, tok, args, n: int):
     """``n`` windows the fit never sees, from the same source as :func:`calibration`: the next ``n``
     windows of the same seeded draw (a file source), or a fresh self-generated chunk (seed 2000)."""
-    from edgeprune.compress.calib import TokenWindows, calibration_windows
+    from edgeprune.data.calib import TokenWindows, calibration_windows
 
     if args.tiny:
         return calibration_windows(tok, "shakespeare", n_windows=n, seq_len=64, seed=1)

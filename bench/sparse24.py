@@ -181,7 +181,7 @@ def run_job(method: str, args, emit) -> None:
     import torch
 
     from edgeprune.compress import compress
-    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.data.calib import calibration_windows
     from edgeprune.compress.sparsify import NMPrune
     from edgeprune.threads import torch_threads
     from edgeprune.models import load
@@ -235,7 +235,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     windows, training checkpoints every 5 steps (under the edgeprune cache), and every unit of work
     (a generated chunk, a training step) is logged with its CPU seconds to the progress file, so the
     reported cost of a run that was stopped and resumed counts each unit once."""
-    from edgeprune.compress.calib import calibration_windows, concat_windows
+    from edgeprune.data.calib import calibration_windows, concat_windows
     from edgeprune.compress.sparse_train import SparseTrain, sparse_train
     from edgeprune.models.cache import cache_root
 

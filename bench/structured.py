@@ -134,7 +134,7 @@ def _train_windows(tok, model, args):
     """``--train-pool`` windows split evenly over the ``--train-data`` sources (seed 1), concatenated."""
     import torch
 
-    from edgeprune.compress.calib import TokenWindows, calibration_windows
+    from edgeprune.data.calib import TokenWindows, calibration_windows
 
     sources = [x.strip() for x in args.train_data.split(",") if x.strip()]
     parts = [calibration_windows(tok, src, n_windows=args.train_pool // len(sources) + (i < args.train_pool % len(sources)),
@@ -166,7 +166,7 @@ def run_row(spec: dict, args) -> list[dict]:
     import torch
 
     from edgeprune.compress import StructuredPrune, TrainConfig
-    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.data.calib import calibration_windows
     from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
     from edgeprune.threads import torch_threads
     from edgeprune.models import load, to_per_layer
@@ -265,7 +265,7 @@ def _recon_rows(model, tok, calib, train_cfg, train_data, extra: dict, gen_s: fl
     import torch
 
     from edgeprune.compress import StructuredPrune
-    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.data.calib import calibration_windows
     from edgeprune.compress.reconstruct import Reconstruct, reconstruct
     from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
     from edgeprune.compress.train import train

@@ -16,7 +16,7 @@ def one_thread():
 
 
 def windows(n: int = 8, seq_len: int = 24, seed: int = 0, vocab: int = 256):
-    from edgeprune.compress.calib import TokenWindows
+    from edgeprune.data.calib import TokenWindows
 
     ids = torch.randint(0, vocab, (n, seq_len), generator=torch.Generator().manual_seed(seed))
     return TokenWindows(ids, f"random bytes (seed {seed})")

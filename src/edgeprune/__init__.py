@@ -13,8 +13,7 @@ import importlib
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.registration import install as _install_registration
-
-__version__ = "0.1.0"
+from edgeprune._version import __version__
 __all__ = ["EdgepruneError", "__version__", "build", "models", "eval", "compress", "export", "runtime", "devices"]
 
 _SUBPACKAGES = {"models", "eval", "compress", "export", "runtime", "devices", "cli", "describe", "pipeline"}

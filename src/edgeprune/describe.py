@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.registry import FORMATS, find_artifact, get_format
+from edgeprune.models.files import per_layer, safetensors_header
 
 
 def resolve_artifact(source: str | Path) -> tuple[str, Path]:
@@ -42,12 +43,7 @@ def describe(source: str | Path) -> dict:
     return info
 
 
-def per_layer(value, n):
-    return list(value) if isinstance(value, (list, tuple)) else [value] * n
-
-
 def _describe_hf_dir(path: Path) -> dict:
-    from edgeprune.models.files import safetensors_header
     from edgeprune.models.loading import check_hf_dir
 
     cfg = check_hf_dir(path)

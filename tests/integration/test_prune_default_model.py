@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgeprune.compress import StructuredPrune, compress
-from edgeprune.compress.calib import calibration_windows
+from edgeprune.data.calib import calibration_windows
 from edgeprune.compress.structured import param_counts, save_pruned
 from edgeprune.threads import torch_threads
 from edgeprune.models import load, to_per_layer

@@ -9,7 +9,7 @@ import copy
 import torch
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calib import calibration_windows
+from edgeprune.data.calib import calibration_windows
 from edgeprune.compress.sequential import block_linears
 from edgeprune.compress.reconstruct import Reconstruct, reconstruct
 from edgeprune.threads import torch_threads

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calib import calibration_windows
+from edgeprune.data.calib import calibration_windows
 from edgeprune.compress.packed import load_packed, save_packed
 from edgeprune.compress.sparsify import NMPrune, WeightQuant, nm_prune
 from edgeprune.threads import torch_threads

@@ -86,23 +86,33 @@ def _cfg(kind: str):
     return types[kind]() if kind in types else type("Cfg", (), {"kind": kind})()
 
 
-@pytest.mark.parametrize("kind, shape", [("reconstruct", (64, 512)), ("nm_prune", (32, 512)), ("weight_quant", (32, 512)),
-                                         ("structured_prune", (64, 128)), ("some_plugin_step", (64, 128))])  # fmt: skip
-def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monkeypatch):
-    # a step inside a build sees as much calibration text as the same step run from its CLI
-    import edgeprune.compress.calib as calib
-    import edgeprune.config as config
-    from edgeprune.cli.main import build_parser
-    from edgeprune.compress.calib_policy import policy
+def _build_ctx(tmp_path, dense):
+    """The StepContext a build gives a stage (pipeline.stages.step_context) with ``--calib`` unset."""
+    from types import SimpleNamespace
+
     from edgeprune.pipeline import stages
 
+    build = SimpleNamespace(calib=None, dense_model=lambda: dense, log=print, target="host", artifacts=[],
+                            source_gguf=None, eval_data="wikitext2", remote=None, remote_options={})  # fmt: skip
+    return stages.step_context(build, tmp_path, tokenizer="tok")
+
+
+@pytest.mark.parametrize("kind, shape", [("reconstruct", (64, 512)), ("nm_prune", (32, 512)), ("weight_quant", (32, 512)),
+                                         ("structured_prune", (64, 128)), ("some_plugin_step", (64, 128))])  # fmt: skip
+def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monkeypatch, tmp_path):
+    # a step inside a build sees as much calibration text as the same step run from its CLI
+    import edgeprune.data.calib as calib
+    from edgeprune.cli.main import build_parser
+    from edgeprune.data.calib_policy import policy
+
     seen = {}
+
     def record(tokenizer, source, *, n_windows, seq_len, **kwargs):
         seen["shape"] = (n_windows, seq_len, source)
+        return "windows"
 
     monkeypatch.setattr(calib, "calibration_windows", record)
-    monkeypatch.setattr(config, "implementation", lambda cfg: lambda model, cfg, windows, dense=None, progress=False: "applied")
-    assert stages._apply_with_calibration(object(), _cfg(kind), calib=None, tokenizer=None, dense=lambda: "dense") == "applied"
+    assert _build_ctx(tmp_path, "dense").calibration(_cfg(kind), object()) == "windows"
     p = policy(kind)
     assert seen["shape"] == (*shape, "self") == (p.n_windows, p.seq_len, "self")
     verbs = {"reconstruct": "reconstruct", "nm_prune": "sparsify"}
@@ -112,12 +122,11 @@ def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monk
         assert (args.calib_windows, args.calib_seq_len) == shape
 
 
-def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeypatch):
+def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeypatch, tmp_path):
     # after an earlier step pruned the model, a copy of the current model would teach the pruned model itself
-    import edgeprune.compress.calib as calib
-    import edgeprune.config as config
-    from edgeprune.compress.sparse_train import SparseTrain
-    from edgeprune.pipeline import stages
+    import edgeprune.compress.sparse_train as st
+    import edgeprune.data.calib as calib
+    from edgeprune.steps import apply
 
     writers = []
     monkeypatch.setattr(calib, "calibration_windows", lambda *a, model=None, **k: writers.append(model) or "windows")
@@ -125,21 +134,20 @@ def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeyp
 
     def step(model, cfg, windows, *, train_data=None, teacher=None, progress=False):
         got["teacher"] = teacher
-        return model
+        return model, None
 
-    monkeypatch.setattr(config, "implementation", lambda cfg: step)
+    monkeypatch.setattr(st, "sparse_train", step)
     dense = object()
-    stages._apply_with_calibration("pruned", SparseTrain(), calib=None, tokenizer=None, dense=lambda: dense)
+    apply("pruned", st.SparseTrain(), _build_ctx(tmp_path, dense))
     assert got["teacher"] is dense and writers == [dense, dense]  # it writes the `self` text too
 
 
 @pytest.mark.parametrize("init, calibrated", [("sparsegpt", True), ("none", False)])
-def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_model(init, calibrated, monkeypatch):
-    import edgeprune.compress.calib as calib
+def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_model(init, calibrated, monkeypatch, tmp_path):
     import edgeprune.compress.sparse_train as st
-    import edgeprune.config as config
-    from edgeprune.compress.calib_policy import policy
-    from edgeprune.pipeline import stages
+    import edgeprune.data.calib as calib
+    from edgeprune.data.calib_policy import policy
+    from edgeprune.steps import apply
 
     drawn, got = [], {}
     def draw(tok, src, *, n_windows, seq_len, seed, **kw):
@@ -151,10 +159,10 @@ def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_
         return model, None
 
     monkeypatch.setattr(calib, "calibration_windows", draw)
-    monkeypatch.setattr(config, "implementation", lambda cfg: train)
+    monkeypatch.setattr(st, "sparse_train", train)
     cfg = st.SparseTrain(init=init, tokens=300_000, seed=3)
     dense = object()
-    stages.in_build_apply(cfg)("pruned", cfg, calib=None, tokenizer=None, dense=lambda: dense)
+    apply("pruned", cfg, _build_ctx(tmp_path, dense))
     p = policy("sparse_train")
     train_shape = (p.training.n_windows(300_000), p.training.seq_len)
     assert train_shape == (512, 256) and got["train"] == train_shape and got["teacher"] is dense

@@ -1,15 +1,14 @@
-"""compress.calib_policy: what a step draws, and the proof that a step's CLI (with its defaults) and
+"""data.calib_policy: what a step draws, and the proof that a step's CLI (with its defaults) and
 a build of the same step config draw the same windows from the same source."""
 
 from __future__ import annotations
 
-import inspect
 
 import pytest
 import torch
 
-from edgeprune.compress.calib import TokenWindows
-from edgeprune.compress.calib_policy import TrainingDraw, policy, reads_calibration, training_tokens
+from edgeprune.data.calib import TokenWindows
+from edgeprune.data.calib_policy import TrainingDraw, policy, reads_calibration, training_tokens
 from tests.unit.eval_helpers import TEST_DATA
 
 SHAKESPEARE = str(TEST_DATA / "calib" / "tiny_shakespeare.txt")
@@ -63,7 +62,7 @@ MODEL, DENSE, TOKENIZER = _Model("model"), _Model("dense"), object()
 @pytest.fixture
 def drawn(monkeypatch):
     """Every calibration_windows call as (source, n_windows, seq_len, seed, writer of `self` text)."""
-    import edgeprune.compress.calib as calib
+    import edgeprune.data.calib as calib
 
     calls = []
 
@@ -107,34 +106,39 @@ def _run_cli(argv: list[str], monkeypatch, tmp_path, stop_at: list[tuple[str, st
     return seen["cfg"]
 
 
-def _run_build(cfg, source: str | None, monkeypatch):
-    """Apply ``cfg`` as a build does, on the same stub models, until the step starts."""
-    import edgeprune.config as config
-    from edgeprune.pipeline import stages
+def _run_build(cfg, source: str | None, monkeypatch, tmp_path, stop_at):
+    """Apply ``cfg`` in the context a build gives a stage, on the same stub models, until the step starts."""
+    import importlib
+    from types import SimpleNamespace
 
-    real = config.implementation(cfg)
+    from edgeprune.pipeline import stages
+    from edgeprune.steps import apply
 
     def stop(*args, **kwargs):
         raise _Stop
 
-    stop.__signature__ = inspect.signature(real)  # the build reads what the step takes (dense, teacher)
-    monkeypatch.setattr(config, "implementation", lambda cfg: stop)
+    for module, name in stop_at:
+        monkeypatch.setattr(importlib.import_module(module), name, stop)
+    build = SimpleNamespace(calib=source, dense_model=lambda: DENSE, log=print, target="host", artifacts=[],
+                            source_gguf=None, eval_data="wikitext2", remote=None, remote_options={})  # fmt: skip
     with pytest.raises(_Stop):
-        stages.in_build_apply(cfg)(MODEL, cfg, calib=source, tokenizer=TOKENIZER, dense=lambda: DENSE)
+        apply(MODEL, cfg, stages.step_context(build, tmp_path, tokenizer=TOKENIZER))
 
 
-COMPRESS = [("edgeprune.compress", "compress")]
+# where each step starts, once its windows are drawn
+PRUNE, NM = [("edgeprune.compress.structured", "structured_prune")], [("edgeprune.compress.sparsify", "nm_prune")]
+AST, RECONSTRUCT = [("edgeprune.compress.sparse_train", "sparse_train")], [("edgeprune.compress.reconstruct", "reconstruct")]
 CASES = {
     # verb and its defaults, with --train-tokens so recovery training draws its windows too
-    "prune": (["prune", "--train-tokens", "1000"], None, COMPRESS,
+    "prune": (["prune", "--train-tokens", "1000"], None, PRUNE,
               [("self", 64, 128, 0, "model"), ("self", 8, 128, 1, "model")]),
-    "sparsify": (["sparsify", "--calib", "self"], None, COMPRESS, [("self", 32, 512, 0, "model")]),
+    "sparsify": (["sparsify", "--calib", "self"], None, NM, [("self", 32, 512, 0, "model")]),
     "sparsify-ast": (["sparsify", "--train", "ast", "--tokens", "5000", "--calib", SHAKESPEARE, "--train-data", SHAKESPEARE],
-                     SHAKESPEARE, COMPRESS, [(SHAKESPEARE, 32, 512, 0, None), (SHAKESPEARE, 20, 256, 1, None)]),
+                     SHAKESPEARE, AST, [(SHAKESPEARE, 32, 512, 0, None), (SHAKESPEARE, 20, 256, 1, None)]),
     "sparsify-ast-teacher": (["sparsify", "--train", "ast", "--method", "none", "--teacher", "t", "--tokens", "5000"], None,
-                             [("edgeprune.compress.sparse_train", "sparse_train")], [("self", 20, 256, 1, "dense")]),
+                             AST, [("self", 20, 256, 1, "dense")]),
     "reconstruct": (["reconstruct", "--model", "p", "--dense", "d", "--calib", "self"], None,
-                    [("edgeprune.compress.reconstruct", "reconstruct")], [("self", 64, 512, 0, "dense")]),
+                    RECONSTRUCT, [("self", 64, 512, 0, "dense")]),
 }  # fmt: skip
 
 
@@ -144,5 +148,5 @@ def test_a_cli_and_a_build_of_the_same_step_draw_the_same_windows(case, drawn, m
     cfg = _run_cli(argv, monkeypatch, tmp_path, stop_at)
     from_cli = list(drawn)
     drawn.clear()
-    _run_build(cfg, build_source, monkeypatch)
+    _run_build(cfg, build_source, monkeypatch, tmp_path, stop_at)
     assert from_cli == drawn == expected

@@ -17,7 +17,7 @@ EXPENSIVE = [
     ("edgeprune.models", "load"),
     ("edgeprune.models.loading", "load"),
     ("edgeprune.compress.packed", "load_packed"),
-    ("edgeprune.compress.calib", "calibration_windows"),
+    ("edgeprune.data.calib", "calibration_windows"),
     ("edgeprune.eval.evaluator", "Evaluator"),
     ("edgeprune.runtime.profile", "profile"),
     ("edgeprune.pipeline.runner", "prepare"),  # reads model metadata: after the output check too

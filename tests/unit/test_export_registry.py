@@ -21,7 +21,7 @@ from edgeprune.pipeline.plan import make_plan
 from edgeprune.pipeline.recipes import parse_recipe
 from edgeprune.pipeline.runner import prepare
 from edgeprune.pipeline.stages import run_stage
-from edgeprune.pipeline.steps import Export
+from edgeprune.pipeline.build_steps import Export
 from edgeprune.runtime.profile import resolve_runtime, runtime_names
 from tests.unit.eval_helpers import ConstantBackend
 
@@ -134,7 +134,8 @@ def test_a_registered_format_reaches_recipes_and_plans(fake):
 
 
 def test_a_registered_format_reaches_the_build_stage_describe_profile_and_eval(fake, tmp_path):
-    ctx = SimpleNamespace(target="raspberry-pi-5-8gb", source_gguf=None,
+    ctx = SimpleNamespace(target="raspberry-pi-5-8gb", source_gguf=None, calib=None, dense_model=None, log=print,
+                          artifacts=[], eval_data="wikitext2", remote=None, remote_options={},
                           model=lambda: SimpleNamespace(model=None, tokenizer=None))  # fmt: skip
     (tmp_path / "stage").mkdir()
     figures, outputs = run_stage(ctx, Export(format="fake", quant="float"), tmp_path / "stage")

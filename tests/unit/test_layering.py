@@ -1,11 +1,14 @@
-"""The house plan, enforced: which package may import which, no private names across modules, no
-import cycles. Every module under src/edgeprune is read with ``ast`` (nothing is imported), so a
-new leak fails here naming the module, the line and the import that causes it."""
+"""The house plan, enforced beside its import-linter contracts (pyproject.toml, checked by
+tests/unit/test_import_contracts.py): what those cannot see (the package ``__init__`` files an import
+runs), no private names across modules, no import cycles. Every module under src/edgeprune is read
+with ``ast`` (nothing is imported), so a new leak fails here naming the module, the line and the
+import that causes it."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import tomllib
 from functools import cache
 from pathlib import Path
 
@@ -132,48 +135,28 @@ def _chain(start: str, forbidden) -> list[Import] | None:
     return None
 
 
-def _layer_problems(package: str, forbidden: list[str], *, direct_deferred: bool = True) -> list[str]:
+def _forbidden_contracts() -> list[dict]:
+    with open(SRC.parent / "pyproject.toml", "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    return [c for c in contracts if c["type"] == "forbidden"]
+
+
+def test_forbidden_contracts_hold_through_package_inits():
+    # The layer rules are import-linter contracts in pyproject.toml (tests/unit/test_import_contracts.py
+    # checks them on every import as written, one in a function included). Its graph leaves out what
+    # Python also runs: importing a.b.c runs a.b's __init__ first. This follows those too, at import
+    # time, from every module a forbidden contract covers (e.g. devices/ -> models.cache runs
+    # models/__init__, which must not bring torch in).
     problems = []
-    for module in _own(package):
-        if direct_deferred:  # the file's own imports, a function's body included
-            problems += [f"{imp!r} imports {imp.target}" for imp in imports(module) if _in(imp.target, forbidden)]
-        else:
-            problems += [f"{imp!r} imports {imp.target} at import time" for imp in imports(module)
-                         if imp.top and _in(imp.target, forbidden)]  # fmt: skip
-        # and what importing it pulls in through other modules (e.g. compress -> memory -> runtime)
-        chain = _chain(module, forbidden)
-        if chain and len(chain) > 1:
-            problems.append(f"{module} reaches {chain[-1].target} at import time: " + " -> ".join(map(repr, chain)))
-    return problems
-
-
-def test_compress_imports_no_export_runtime_cli_or_pipeline():
-    forbidden = [f"{ROOT}.{p}" for p in ("export", "runtime", "cli", "pipeline")]
-    problems = _layer_problems(f"{ROOT}.compress", forbidden)
-    assert not problems, "compress/ must not import export/, runtime/, cli/ or pipeline/:\n" + "\n".join(problems)
-
-
-def test_models_import_nothing_above_them():
-    forbidden = [f"{ROOT}.{p}" for p in ("compress", "export", "runtime", "pipeline", "cli", "eval")]
-    problems = _layer_problems(f"{ROOT}.models", forbidden)
-    assert not problems, "models/ imports nothing above it:\n" + "\n".join(problems)
-
-
-def test_devices_import_no_torch_at_module_level():
-    problems = _layer_problems(f"{ROOT}.devices", ["torch", "transformers"], direct_deferred=False)
-    assert not problems, "devices/ is data and arithmetic, no torch at import:\n" + "\n".join(problems)
-
-
-def test_helpers_at_the_bottom_import_only_each_other():
-    # every layer (models/ included) writes files and reads memory through these: they sit below all
-    bottom = {f"{ROOT}.{m}" for m in ("errors", "fileio", "memory", "threads", "_lazy")}
-    problems = [f"{imp!r} imports {imp.target}" for m in sorted(bottom) for imp in imports(m)
-                if _in(imp.target, [ROOT]) and imp.target not in bottom]  # fmt: skip
-    # benchutil serves bench/ and the CLI with the JSON every bench writes; bench scripts that
-    # profile import runtime/ themselves
-    forbidden = [f"{ROOT}.{p}" for p in ("runtime", "pipeline", "cli", "compress", "export", "eval")]
-    problems += _layer_problems(f"{ROOT}.benchutil", forbidden)
-    assert not problems, "low-level helpers import nothing above them:\n" + "\n".join(problems)
+    for contract in _forbidden_contracts():
+        forbidden = [m.removesuffix(".**").removesuffix(".*") for m in contract["forbidden_modules"]]
+        for source in contract["source_modules"]:
+            for module in _own(source):
+                chain = _chain(module, [f for f in forbidden if not _in(module, [f])])
+                if chain:
+                    problems.append(f"[{contract['id']}] {module} reaches {chain[-1].target} at import time: "
+                                    + " -> ".join(map(repr, chain)))  # fmt: skip
+    assert not problems, "import-time imports that package __init__ files bring in:\n" + "\n".join(problems)
 
 
 def _private_imports() -> dict[tuple[str, str, str], Import]:

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from edgeprune.compress.calib import TokenWindows, calibration_windows, text_windows
+from edgeprune.data.calib import TokenWindows, calibration_windows, text_windows
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import to_per_layer
 from tests.prune_helpers import one_thread  # noqa: F401  (autouse fixture)

@@ -17,9 +17,9 @@ from torch import nn
 from edgeprune.cli.main import main
 from edgeprune.compress import masks as mk
 from edgeprune.compress import reconstruct_maths as rm
-from edgeprune.compress.calib import TokenWindows
+from edgeprune.data.calib import TokenWindows
 from edgeprune.compress.reconstruct import Reconstruct, reconstruct
-from edgeprune.compress.registry import implementation
+from edgeprune.steps import step_for
 from edgeprune.compress.sparsify import NMPrune, nm_prune
 from edgeprune.errors import EdgepruneError
 from tests.tiny import save_tiny, tiny_llama, tiny_per_layer
@@ -214,7 +214,7 @@ def test_bad_config_values(data, match):
 def test_config_round_trips_and_is_registered():
     cfg = Reconstruct(granularity="attn_mlp", inputs="pruned", trainable="lora", prune="sparsegpt", lr=3e-4)
     assert Reconstruct.from_yaml(cfg.to_yaml()) == cfg
-    assert implementation(cfg) is reconstruct
+    assert step_for(cfg).name == "reconstruct" and step_for("reconstruct").config_class() is Reconstruct
 
 
 # -- CLI -------------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ import copy, json, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from tests.tiny import tiny_llama
-from edgeprune.compress.calib import TokenWindows
+from edgeprune.data.calib import TokenWindows
 from edgeprune.compress.reconstruct import Reconstruct, reconstruct
 depth = int(sys.argv[1])
 dense = tiny_llama(num_hidden_layers=depth, hidden_size=256, intermediate_size=512, num_attention_heads=4,

@@ -10,7 +10,7 @@ import torch
 from edgeprune.cli.main import main
 from edgeprune.compress import masks as mk
 from edgeprune.compress.packed import WEIGHTS_FILE, load_packed
-from edgeprune.compress.registry import implementation
+from edgeprune.steps import step_for
 from edgeprune.compress.sparse_train import SparseTrain
 from edgeprune.compress.sparsify import NMPrune, WeightQuant
 from edgeprune.errors import EdgepruneError
@@ -28,7 +28,7 @@ CONFIGS = [NMPrune(), NMPrune(pattern="4:8", method="sparsegpt", quant=WeightQua
 def test_configs_round_trip_to_yaml_and_are_registered(cfg):
     again = type(cfg).from_yaml(cfg.to_yaml())
     assert again == cfg and again.version == 1
-    assert callable(implementation(cfg))
+    assert callable(step_for(cfg).apply_fn())
 
 
 @pytest.mark.parametrize(

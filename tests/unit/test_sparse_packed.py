@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calib import TokenWindows
+from edgeprune.data.calib import TokenWindows
 from edgeprune.compress.packed import (WEIGHTS_FILE, decode_24, encode_24, load_packed, pack_bits, save_packed,
                                        unpack_bits)  # fmt: skip
 from edgeprune.compress.sparsify import NMPrune, WeightQuant, nm_prune, weight_quant

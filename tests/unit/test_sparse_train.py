@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from edgeprune.compress import masks as mk
-from edgeprune.compress.calib import TokenWindows
+from edgeprune.data.calib import TokenWindows
 from edgeprune.compress.packed import load_packed, save_packed
 from edgeprune.compress.sparse_modules import MaskedLinear, SLoRBLinear, merge_slorb, slorb_init
-from edgeprune.compress.sparse_train import (SparseTrain, add_sr_ste_decay_, cosine_lr, decay_lambda, distill_loss,
-                                             sparse_train)  # fmt: skip
+from edgeprune.compress.sparse_train import SparseTrain, add_sr_ste_decay_, cosine_lr, decay_lambda, sparse_train
+from edgeprune.compress.training import distill_loss
 from tests.tiny import tiny_llama
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
 

@@ -44,6 +44,7 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
+    from edgeprune.cli.device_views import profile_lines
     from edgeprune.devices.profiles import get_device
 
     if args.name == "host" and args.refresh:
@@ -52,28 +53,15 @@ def _show(args) -> int:
         profile = host_profile(refresh=True)
     else:
         profile = get_device(args.name)
-    d = profile.to_dict()
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(json.dumps(profile.to_dict(), indent=2))
         return 0
-    sources = d.pop("sources")
-    for key, value in d.items():
-        if key == "calibration":  # runtime -> type -> efficiencies
-            value = "; ".join(f"{rt} {q}: bandwidth x{e.get('bw_efficiency', 0):.2f}, compute x{e.get('compute_efficiency', 0):.2f}"
-                              for rt, types in value.items() for q, e in types.items()) or "- (defaults)"  # fmt: skip
-        elif isinstance(value, (list, tuple)):
-            value = ", ".join(map(str, value)) or "-"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}={v if not isinstance(v, (list, tuple)) else '/'.join(v)}" for k, v in value.items())
-        print(f"{key:<22} {value}")
-    print(f"{'2:4 sparsity':<22} {profile.sparse_24_note}")
-    print("sources:")
-    for key, src in sources.items():
-        print(f"  {key}: {src}")
+    print("\n".join(profile_lines(profile)))
     return 0
 
 
 def _predict(args) -> int:
+    from edgeprune.cli.device_views import prediction_lines
     from edgeprune.describe import describe
     from edgeprune.devices.cost import artifact_cost, predict
     from edgeprune.devices.profiles import device_names, get_device
@@ -84,11 +72,5 @@ def _predict(args) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
-    print(f"{args.name}: {cost.weight_bytes / 2**20:.1f} MiB of {cost.quant} weights, "
-          f"pp{args.prompt_tokens} / tg{args.gen_tokens} (roofline prediction, not a measurement)")  # fmt: skip
-    print(f"| {'device':<20} | prefill tok/s | decode tok/s | TTFT ms | memory MiB | fits | decode bound |")
-    print(f"|{'-' * 22}|---------------|--------------|---------|------------|------|--------------|")
-    for r in rows:
-        print(f"| {r.device:<20} | {r.prefill_tps:13.0f} | {r.decode_tps:12.1f} | {r.ttft_ms:7.0f} | "
-              f"{r.memory_bytes / 2**20:10.0f} | {'yes' if r.fits else 'NO':<4} | {r.decode_bound:<12} |")  # fmt: skip
+    print("\n".join(prediction_lines(args.name, cost, rows, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens)))
     return 0

@@ -35,10 +35,8 @@ def run(args) -> int:
     from edgeprune.models import load
 
     loaded = load(args.model)
-    # the GGUF (or a directory's record of it) whose tokenizer keys are copied verbatim
-    source = source or loaded.source_gguf
-    report = export_gguf(
-        loaded.model, loaded.tokenizer, args.out, qtype=args.qtype, source_gguf=source,
+    report = export_gguf(  # source_gguf: the GGUF (or a directory's record of it) whose tokenizer keys are copied verbatim
+        loaded.model, loaded.tokenizer, args.out, qtype=args.qtype, source_gguf=source or loaded.source_gguf,
         verify=args.verify, overwrite=args.overwrite, llama_quantize=args.llama_quantize,
     )  # fmt: skip
     if args.json:

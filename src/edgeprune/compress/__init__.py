@@ -2,8 +2,8 @@
 
 Public API (imported lazily, so ``import edgeprune.compress`` does not import torch):
 
-- ``compress(model, step, calib)`` -> ``(model, report)``: the one verb (see ``api.py``);
-- ``register`` / ``registered``: the config-type -> implementation registry;
+- ``compress(model, step, calib)`` -> ``(model, report)``: the one verb (see ``api.py``), any
+  registered step (:mod:`edgeprune.steps`), with a ``StepContext`` for what else it needs;
 - ``StructuredPrune`` + ``TrainConfig``: structured pruning (Adapt-Pruner and its baselines);
 - ``TokenWindows`` / ``calibration_windows``: calibration and training token windows from a source;
 - ``draw_calibration`` / ``draw_training``: the windows a step draws (as its CLI and a build do).
@@ -21,18 +21,17 @@ from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "compress": "edgeprune.compress.api",
-    "register": "edgeprune.compress.registry",
-    "registered": "edgeprune.compress.registry",
-    "config_from_dict": "edgeprune.compress.registry",
-    "config_from_yaml": "edgeprune.compress.registry",
+    "StepContext": "edgeprune.steps.context",
+    "config_from_dict": "edgeprune.steps.registry",
+    "config_from_yaml": "edgeprune.steps.registry",
     "StructuredPrune": "edgeprune.compress.structured",
     "StructuredPruneReport": "edgeprune.compress.structured",
     "METHODS": "edgeprune.compress.structured",
     "TrainConfig": "edgeprune.compress.train",
-    "TokenWindows": "edgeprune.compress.calib",
-    "calibration_windows": "edgeprune.compress.calib",
-    "draw_calibration": "edgeprune.compress.calib_policy",
-    "draw_training": "edgeprune.compress.calib_policy",
+    "TokenWindows": "edgeprune.data.calib",
+    "calibration_windows": "edgeprune.data.calib",
+    "draw_calibration": "edgeprune.data.calib_policy",
+    "draw_training": "edgeprune.data.calib_policy",
 }
 
 __getattr__, __all__ = lazy_attributes(__name__, _LAZY)

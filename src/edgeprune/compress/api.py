@@ -1,4 +1,4 @@
-"""``compress(model, step, calib)``: the one verb that applies any registered compression step.
+"""``compress(model, step, calib)``: the one Python verb that applies any registered step.
 
 Why it returns ``(model, report)`` instead of changing ``model`` in place (as torchao's
 ``quantize_`` does): structured pruning changes tensor *shapes* and the per-layer widths in the
@@ -12,14 +12,19 @@ raises before returning, and callers keep using what they had.
 
 from __future__ import annotations
 
-from edgeprune.compress.registry import implementation
+from edgeprune.steps import StepContext, apply
 
 
-def compress(model, step, calib=None, *, train_data=None, progress: bool = True):
+def compress(model, step, calib=None, *, train_data=None, dense=None, tokenizer=None, progress: bool = True,
+             ctx: StepContext | None = None):  # fmt: skip
     """Apply ``step`` (a registered step config) to ``model`` -> ``(model, report)``.
 
-    ``calib``: calibration token windows (:class:`edgeprune.compress.calib.TokenWindows`) for steps
-    that score with data; ``train_data``: token windows for steps that train (default: ``calib``).
+    ``calib``: calibration token windows (:class:`edgeprune.data.calib.TokenWindows`), or a source
+    name to draw them from by the step's policy (needs ``tokenizer``); ``train_data``: windows or
+    source(s) for steps that train (default: ``calib``); ``dense``: the dense original (a model or
+    a loader) that reconstruction fits to and AST distils from. ``ctx``: a whole
+    :class:`~edgeprune.steps.StepContext` instead of those arguments.
     """
-    fn = implementation(step)
-    return fn(model, step, calib, train_data=train_data, progress=progress)
+    if ctx is None:
+        ctx = StepContext(tokenizer=tokenizer, calib=calib, train_data=train_data, dense=dense, progress=progress)
+    return apply(model, step, ctx)

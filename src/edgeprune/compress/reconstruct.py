@@ -55,8 +55,8 @@ from edgeprune.compress.sequential import (
     decoder_layers,
 )
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
-from edgeprune.compress.registry import register
 from edgeprune.compress.sparse_modules import replace_module
+from edgeprune.compress.training import TRAIN_DTYPES, autocast, clip_and_step, resolve_autocast, set_lr
 from edgeprune.errors import EdgepruneError
 from edgeprune.memory import PeakRss, rss_mb
 
@@ -65,7 +65,7 @@ INPUTS = ("dense", "pruned", "pruned_true")
 TRAINABLE = ("all", "lora")
 OPTIMIZERS = ("adamw",)
 PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
-AUTOCAST = {"float32": None, "bfloat16": torch.bfloat16, "auto": "auto"}
+AUTOCAST = (*TRAIN_DTYPES, "auto")  # auto: bfloat16 where the CPU has bf16 kernels (training.resolve_autocast)
 # the order Linears are fitted in at granularity "linear": groups sharing one input are fitted together
 LINEAR_GROUPS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
                  ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))  # fmt: skip
@@ -75,6 +75,7 @@ LINEAR_GROUPS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), (
 class Reconstruct(StrictConfig):
     """Fit each pruned submodel to the dense model's activations (see the module docstring)."""
 
+    STEP = "reconstruct"
     kind = "reconstruct"
 
     granularity: str = "block"  # block | attn_mlp | linear
@@ -291,32 +292,18 @@ def _prune_stages(stages, hidden: list[torch.Tensor], kwargs: list[dict], cfg: R
         if not lins:
             hidden = [fn(h, kw) for h, kw in zip(hidden, kwargs)] if len(stages) > 1 else hidden
             continue
-        with collect_input_stats(lins, hessian=cfg.prune == "sparsegpt") as stats, _autocast(ac):
+        with collect_input_stats(lins, hessian=cfg.prune == "sparsegpt") as stats, autocast(ac):
             outs = [fn(h, kw) for h, kw in zip(hidden, kwargs)] if cfg.prune != "magnitude" else None
         for name, lin in lins.items():
             pruned += _prune_linear(lin, stats[name] if cfg.prune != "magnitude" else None, cfg)
         if len(stages) > 1:  # the next stage is calibrated on this stage's pruned outputs
-            with _autocast(ac):
+            with autocast(ac):
                 hidden = [fn(h, kw).float() for h, kw in zip(hidden, kwargs)]
         del outs
     return pruned
 
 
 # -- training one submodel ----------------------------------------------------------------------------
-
-
-def resolve_autocast(name: str):
-    """``None`` (float32) or ``torch.bfloat16``; ``auto``: bfloat16 where oneDNN has bf16 kernels for this CPU."""
-    if name != "auto":
-        return AUTOCAST[name]
-    try:
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
-def _autocast(dtype):
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -361,16 +348,13 @@ def _fit(fn: Callable, params: list[nn.Parameter], masks: dict, inputs: list[tor
         running = 0.0
         for j in torch.randperm(len(inputs), generator=gen).tolist():
             lr = rm.schedule_lr(step, total, peak=cfg.lr, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio, kind=cfg.schedule)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with _autocast(ac):
+            set_lr(opt, lr)
+            with autocast(ac):
                 out = fn(inputs[j], kwargs[j])
             loss = rm.recon_loss(out, targets[j], cfg.loss)
             loss.backward()
-            rm.mask_grads(masks)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            rm.mask_grads(masks)  # before clipping: the norm is that of the gradients that will be applied
+            clip_and_step(opt, params, cfg.grad_clip)
             opt.zero_grad(set_to_none=True)
             rm.enforce_masks(masks)
             running += float(loss.detach())
@@ -384,7 +368,7 @@ def _fit(fn: Callable, params: list[nn.Parameter], masks: dict, inputs: list[tor
 
 @torch.no_grad()
 def _run(fn: Callable, hidden: list[torch.Tensor], kwargs: list[dict], ac) -> list[torch.Tensor]:
-    with _autocast(ac):
+    with autocast(ac):
         return [fn(h, kw).float() for h, kw in zip(hidden, kwargs)]
 
 
@@ -414,7 +398,7 @@ def _linear_inputs(layer_fn: Callable, lin: nn.Linear, hidden, kwargs, ac) -> li
     try:
         for h, kw in zip(hidden, kwargs):
             try:
-                with _autocast(ac):
+                with autocast(ac):
                     layer_fn(h, kw)
             except _Caught:
                 pass
@@ -449,7 +433,7 @@ def _fit_linears(i: int, lp: nn.Module, ld: nn.Module, P: BlockInputs | None, D:
                 for x in x_p:
                     stats.add(x)
                 report.params_pruned_in_loop += _prune_linear(lin, stats, cfg)
-            with torch.no_grad(), _autocast(ac):
+            with torch.no_grad(), autocast(ac):
                 targets = [dl[name](x).float() for x in x_tgt]
             before = _rel_mse(_run(lambda x, kw: lin(x), x_in, [{}] * len(x_in), ac), targets)
             with _trainable([lin], [(lp, name, lin)], cfg, gen) as (params, masks):
@@ -474,7 +458,6 @@ def calibration_ids(calib, cfg: Reconstruct) -> torch.Tensor:
     return ids[: cfg.calib_windows] if cfg.calib_windows else ids
 
 
-@register(Reconstruct)
 def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=None, progress: bool = True,
                 release_dense: bool = False):  # fmt: skip
     """Reconstruct ``model`` (pruned) against ``dense`` in place -> ``(model, ReconstructReport)``.
@@ -583,3 +566,14 @@ def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=N
     report.wall_s = time.perf_counter() - t_start
     report.working_mb = max(0.0, report.peak_rss_mb - report.rss_start_mb)
     return model, report
+
+
+# -- the step (``step: reconstruct``) --------------------------------------------------------------------
+
+
+def apply(model, cfg: Reconstruct, ctx):
+    """``apply(model, cfg, ctx)`` of the step protocol (:mod:`edgeprune.steps`): fit ``model`` to
+    ``ctx``'s dense original on its calibration windows (``self`` text is the dense model's)."""
+    dense = ctx.require_dense("reconstruction")
+    return reconstruct(model, cfg, ctx.calibration(cfg, model), dense=dense, progress=ctx.progress,
+                       release_dense=ctx.release_dense)  # fmt: skip

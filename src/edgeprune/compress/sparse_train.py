@@ -38,7 +38,7 @@ is frozen by default (it is not pruned; freezing it saves its weight gradient an
 matmuls run under bfloat16 autocast by default (CPU bf16 instructions make them 2-4x faster;
 master weights, optimizer state and losses stay float32).
 
-Distributed: under ``torchrun`` (``edgeprune.compress.train.distributed_from_env``) the model is
+Distributed: under ``torchrun`` (``edgeprune.compress.training.distributed_from_env``) the model is
 wrapped in DDP; every rank draws the same seeded order and takes its slice of each global batch;
 gradients are averaged before the decay term and the mask update, which are deterministic
 functions of identical weights, so every rank ends with identical weights.
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -55,24 +56,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from edgeprune.compress import masks as mk
 from edgeprune.compress.sequential import block_linears, decoder_layers
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
-from edgeprune.compress.registry import register
 from edgeprune.compress.sparse_modules import MaskedLinear, SLoRBLinear, replace_module, slorb_init
-from edgeprune.compress.train import world
+from edgeprune.compress.training import (TRAIN_DTYPES, adamw, distill_loss, embedding_params, lm_step, mean_over_ranks,
+                                         resolve_autocast, set_lr, shuffled_order, world, wrap_ddp)  # fmt: skip
 from edgeprune.errors import EdgepruneError
 
 INITS = ("magnitude", "wanda", "sparsegpt", "none")
-TRAIN_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class SparseTrain(StrictConfig):
     """AST sparse training: masked STE training with mask re-selection, SR-STE decay, KD and SLoRB."""
 
+    STEP = "sparse_train"
     kind = "sparse_train"
 
     pattern: str = "2:4"
@@ -156,23 +156,6 @@ def add_sr_ste_decay_(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tens
         grad.add_(torch.where(mask, torch.zeros((), dtype=weight.dtype), weight.detach()), alpha=lam)
 
 
-def distill_loss(student_logits, teacher_logits, labels, *, ce_weight: float, kd_weight: float, temperature: float):
-    """``ce_weight * CE + kd_weight * T^2 * KL(teacher_T || student_T)``, mean over predicted tokens.
-
-    ``*_logits``: ``(batch, seq, vocab)``, position t predicting ``labels[t + 1]``. Returns
-    ``(loss, ce, kl)``, the last two detached.
-    """
-    s = student_logits[:, :-1].float()
-    ce = F.cross_entropy(s.reshape(-1, s.shape[-1]), labels[:, 1:].reshape(-1))
-    if teacher_logits is None or kd_weight == 0:
-        return ce_weight * ce, ce.detach(), torch.zeros(())
-    t = teacher_logits[:, :-1].float()
-    log_ps = F.log_softmax(s / temperature, dim=-1)
-    log_pt = F.log_softmax(t / temperature, dim=-1)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
-    return ce_weight * ce + kd_weight * temperature**2 * kl, ce.detach(), kl.detach()
-
-
 # -- the step ------------------------------------------------------------------------------------------
 
 
@@ -247,6 +230,13 @@ def finalize(model) -> int:
     return len(found)
 
 
+def _decay_pruned(wrapped: dict[str, MaskedLinear], lam: float) -> None:
+    """Annealed SR-STE on every masked weight's gradient: pull pruned weights to zero."""
+    for mod in wrapped.values():
+        if mod.weight.grad is not None:
+            add_sr_ste_decay_(mod.weight.grad, mod.weight, mod.mask, lam)
+
+
 @torch.no_grad()
 def update_masks(wrapped: dict[str, MaskedLinear], nm: tuple[int, int]) -> float:
     """Re-select every mask from its dense weights; returns the overall flip rate vs the old masks."""
@@ -281,7 +271,6 @@ def _load_checkpoint(path: Path, cfg: SparseTrain) -> dict | None:
     return state
 
 
-@register(SparseTrain)
 def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progress: bool = True,
                  teacher=None, on_log: Callable[[int, dict], None] | None = None,
                  checkpoint: str | Path | None = None, checkpoint_every: int = 10):  # fmt: skip
@@ -346,19 +335,12 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
     report.slorb_params = sum(m.slorb_L.numel() for m in wrapped.values() if m.slorb_L is not None)
 
     # 2. optimizer over what trains
-    frozen = set()
-    if cfg.freeze_embeddings:
-        for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if mod is not None:
-                frozen |= {id(p) for p in mod.parameters()}
+    frozen = {id(p) for p in embedding_params(model)} if cfg.freeze_embeddings else set()
     saved_flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) not in frozen)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)  # fmt: skip
+    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     first = 0
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
@@ -366,17 +348,9 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
         for key in ("losses", "mask_updates"):
             setattr(report, key, resume["report"][key])
 
-    net = model
-    dist = _dist()
-    if dist is not None:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model)
-    autocast = TRAIN_DTYPES[cfg.train_dtype]
-    gen = torch.Generator().manual_seed(cfg.seed)  # the same order on every rank
-    n_windows = len(train_data)
-    epochs = math.ceil(steps * global_batch / n_windows)
-    order = torch.cat([torch.randperm(n_windows, generator=gen) for _ in range(epochs)])
+    net = wrap_ddp(model)
+    loss_fn = functools.partial(distill_loss, ce_weight=cfg.ce_weight, kd_weight=cfg.kd_weight, temperature=cfg.temperature)
+    order = shuffled_order(len(train_data), steps * global_batch, cfg.seed)  # the same order on every rank
 
     was_training = model.training
     model.train()
@@ -386,40 +360,18 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
         for step in bar:
             lr = cosine_lr(step, steps, peak=cfg.lr, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio)
             lam = decay_lambda(step, steps, cap=cfg.decay_cap, ramp=cfg.decay_ramp)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             start = step * global_batch + rank * per_rank
             ids = train_data.ids[order[start : start + per_rank]]  # (per_rank, seq)
-            opt.zero_grad(set_to_none=True)
-            sums = torch.zeros(3, dtype=torch.float64)
-            micro = list(ids.split(cfg.micro_batch))
-            for j, chunk in enumerate(micro):
-                sync = j == len(micro) - 1
-                ctx = net.no_sync() if (dist is not None and not sync) else _null()
-                with ctx:
-                    with _autocast(autocast):
-                        logits = net(input_ids=chunk, use_cache=False).logits
-                        t_logits = None
-                        if teacher is not None and cfg.kd_weight > 0:
-                            with torch.no_grad():
-                                t_logits = teacher(input_ids=chunk, use_cache=False).logits
-                    loss, ce, kl = distill_loss(logits, t_logits, chunk, ce_weight=cfg.ce_weight, kd_weight=cfg.kd_weight,
-                                                temperature=cfg.temperature)  # fmt: skip
-                    (loss * (len(chunk) / len(ids))).backward()
-                sums += torch.tensor([float(loss.detach()), float(ce), float(kl)], dtype=torch.float64) * len(chunk) / len(ids)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            for mod in wrapped.values():  # annealed SR-STE: pull pruned weights to zero
-                if mod.weight.grad is not None:
-                    add_sr_ste_decay_(mod.weight.grad, mod.weight, mod.mask, lam)
-            opt.step()
+            # the SR-STE decay goes on the averaged, clipped gradients, right before the step
+            sums = lm_step(net, opt, params, ids, loss_fn, teacher=teacher if cfg.kd_weight > 0 else None,
+                           dtype=resolve_autocast(cfg.train_dtype), micro_batch=cfg.micro_batch, grad_clip=cfg.grad_clip,
+                           before_step=functools.partial(_decay_pruned, wrapped, lam))  # fmt: skip
             if (step + 1) % cfg.mask_every == 0:
                 flip = update_masks(wrapped, nm)
                 flip0 = sum(int((v.mask & ~initial[k]).sum()) for k, v in wrapped.items()) / max(1, sum(int(v.sum()) for v in initial.values()))
                 report.mask_updates.append({"step": step + 1, "flip_prev": round(flip, 6), "flip_initial": round(flip0, 6)})
-            if dist is not None:
-                dist.all_reduce(sums)
-                sums /= world_size
+            mean_over_ranks(sums)
             rec = {"step": step + 1, "loss": round(float(sums[0]), 5), "ce": round(float(sums[1]), 5),
                    "kl": round(float(sums[2]), 5), "lr": lr, "lambda": lam}  # fmt: skip
             report.losses.append(rec)
@@ -441,17 +393,13 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
     return model, report
 
 
-def _dist():
-    import torch.distributed as dist
 
-    return dist if dist.is_available() and dist.is_initialized() else None
+# -- the step (``step: sparse_train``) -------------------------------------------------------------------
 
 
-def _autocast(dtype):
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else _null()
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
+def apply(model, cfg: SparseTrain, ctx):
+    """``apply(model, cfg, ctx)`` of the step protocol (:mod:`edgeprune.steps`): the one-shot start on
+    ``ctx``'s calibration windows, training on its training windows, distilling from ``ctx``'s dense
+    original (default: a copy of ``model`` taken before anything changes)."""
+    return sparse_train(model, cfg, ctx.calibration(cfg, model), train_data=ctx.training(cfg, model),
+                        teacher=ctx.dense_model(), progress=ctx.progress)  # fmt: skip

@@ -1,7 +1,7 @@
 """One-shot N:M sparsity and group-wise weight quantization steps: the orchestration around the pure
 maths of ``masks.py``, ``sparsegpt.py`` and ``quantize.py``.
 
-Steps (strict configs, registered in ``edgeprune.compress.registry``, applied with
+Steps (strict configs, rows of ``edgeprune.steps.registry``, applied with
 ``edgeprune.compress.compress(model, step, calib)``; both change ``model`` in place and return it):
 
 - :class:`NMPrune` (``nm_prune``): every Linear of every decoder layer gets an N:M (default 2:4)
@@ -37,7 +37,6 @@ from edgeprune.compress import masks as mk
 from edgeprune.compress.sequential import CALIB_DTYPES, block_linears, decoder_layers, sequential
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.quantize import QuantizedWeight, QuantSpec, check_group, rtn_quantize
-from edgeprune.compress.registry import register
 from edgeprune.compress.sparse_modules import SLoRBLinear, replace_module, slorb_lstsq
 from edgeprune.compress.sparsegpt import gptq_quantize, sparsegpt_prune
 from edgeprune.errors import EdgepruneError
@@ -51,6 +50,7 @@ EMBEDDING_MODES = ("int8", "keep")
 class WeightQuant(StrictConfig):
     """Group-wise int4/int8 weight quantization of the decoder Linears (zeros stay zero)."""
 
+    STEP = "quantize"
     kind = "weight_quant"
 
     bits: int = 4
@@ -89,6 +89,7 @@ class WeightQuant(StrictConfig):
 class NMPrune(StrictConfig):
     """One-shot N:M or unstructured pruning of every decoder Linear (magnitude, Wanda, SparseGPT)."""
 
+    STEP = "sparsify"
     kind = "nm_prune"
     NESTED = {"quant": WeightQuant}
 
@@ -231,8 +232,7 @@ def _with_slorb(layer: nn.Module, name: str, lin: nn.Linear, k: int) -> SLoRBLin
 # -- the steps ----------------------------------------------------------------------------------------
 
 
-@register(NMPrune)
-def nm_prune(model, cfg: NMPrune, calib=None, *, train_data=None, progress: bool = True):
+def nm_prune(model, cfg: NMPrune, calib=None, *, progress: bool = True):
     """Apply ``cfg`` to ``model`` in place -> ``(model, SparsifyReport)``."""
     t0 = time.perf_counter()
     nm = cfg.nm
@@ -292,8 +292,7 @@ def nm_prune(model, cfg: NMPrune, calib=None, *, train_data=None, progress: bool
     return model, report
 
 
-@register(WeightQuant)
-def weight_quant(model, cfg: WeightQuant, calib=None, *, train_data=None, progress: bool = True):
+def weight_quant(model, cfg: WeightQuant, calib=None, *, progress: bool = True):
     """Quantize ``model``'s decoder Linears (and embedding) in place -> ``(model, SparsifyReport)``."""
     t0 = time.perf_counter()
     check_model(model, quant=cfg)
@@ -321,3 +320,16 @@ def weight_quant(model, cfg: WeightQuant, calib=None, *, train_data=None, progre
     report.obs_loss = obs[0] if cfg.method == "gptq" else None
     report.wall_s = time.perf_counter() - t0
     return model, report
+
+
+# -- the steps (``step: sparsify``, ``step: quantize``) ----------------------------------------------
+
+
+def apply_nm_prune(model, cfg: NMPrune, ctx):
+    """``apply(model, cfg, ctx)`` of the step protocol (:mod:`edgeprune.steps`)."""
+    return nm_prune(model, cfg, ctx.calibration(cfg, model), progress=ctx.progress)
+
+
+def apply_weight_quant(model, cfg: WeightQuant, ctx):
+    """``apply(model, cfg, ctx)`` of the step protocol (:mod:`edgeprune.steps`)."""
+    return weight_quant(model, cfg, ctx.calibration(cfg, model), progress=ctx.progress)

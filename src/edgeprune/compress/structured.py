@@ -45,7 +45,6 @@ from edgeprune.compress import importance as imp
 from edgeprune.compress.sequential import CALIB_DTYPES
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.cut import LayerKeep, add_output_biases, coupled_rows, cut_widths
-from edgeprune.compress.registry import register
 from edgeprune.compress.stats import CRITERIA, collect_stats
 from edgeprune.compress.train import TrainConfig, stage_token_split, train, world
 from edgeprune.errors import EdgepruneError
@@ -71,6 +70,7 @@ METHODS: dict[str, Method] = {
 class StructuredPrune(StrictConfig):
     """Structured width pruning (see the module docstring). Strict: unknown keys are errors."""
 
+    STEP = "prune"
     kind = "structured_prune"
     NESTED = {"train": TrainConfig}
 
@@ -226,13 +226,12 @@ def _finish_report(report: StructuredPruneReport, model, t0: float) -> Structure
     return report
 
 
-@register(StructuredPrune)
 def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, progress: bool = True,
                      snapshots: tuple[float, ...] = (), on_snapshot=None, on_train_log=None):  # fmt: skip
     """Apply ``cfg`` to ``model`` -> ``(pruned per-layer model, StructuredPruneReport)``.
 
     ``model`` is not modified (it is the distillation teacher when training). ``calib``:
-    :class:`~edgeprune.compress.calib.TokenWindows`; ``train_data``: windows to train on
+    :class:`~edgeprune.data.calib.TokenWindows`; ``train_data``: windows to train on
     (default ``calib``).
 
     ``snapshots`` (one-shot Adapt-Pruner only: ``stages=1``, no training): smaller targets passed
@@ -518,35 +517,18 @@ def save_pruned(out, model, tokenizer, report: StructuredPruneReport, *, extra: 
     Atomic: everything is written to a temporary directory renamed into place at the end, so a
     failure leaves no ``out`` behind.
     """
-    from pathlib import Path
+    from edgeprune.models.save import save_model
 
-    from edgeprune.models import tokenizer_record
-    from edgeprune.fileio import atomic_dir
-
-    out = Path(out)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-            tokenizer_record.write(tmp, source_gguf)
-        data = report.to_dict()
-        if extra:
-            data.update(extra)
-        (tmp / REPORT_NAME).write_text(json.dumps(data, indent=2) + "\n")
-        (tmp / RECIPE_NAME).write_text(StructuredPrune.from_dict(report.config).to_yaml())
-    return out
+    data = {**report.to_dict(), **(extra or {})}
+    files = {REPORT_NAME: json.dumps(data, indent=2) + "\n", RECIPE_NAME: StructuredPrune.from_dict(report.config).to_yaml()}
+    return save_model(out, model, tokenizer, source_gguf=source_gguf, files=files)
 
 
-# -- build recipes (``step: prune``) -------------------------------------------------------------------
+# -- the step (``step: prune``) ------------------------------------------------------------------------
 
 
-def _register_recipe_name() -> None:
-    """``step: prune`` names this config in recipes from import on; a build applies it as every
-    compression step (pipeline.stages), with the windows compress.calib_policy says it draws."""
-    from edgeprune.config import STEPS, register_step
-
-    if "prune" not in STEPS:
-        register_step("prune")(StructuredPrune)
-
-
-_register_recipe_name()
+def apply(model, cfg: StructuredPrune, ctx):
+    """``apply(model, cfg, ctx)`` of the step protocol (:mod:`edgeprune.steps`): prune on the windows
+    ``ctx`` draws (its recovery training on its training windows)."""
+    return structured_prune(model, cfg, ctx.calibration(cfg, model), train_data=ctx.training(cfg, model),
+                            progress=ctx.progress)  # fmt: skip

@@ -6,38 +6,42 @@
 - optional gradient checkpointing;
 - a token budget: ``steps = tokens // (batch_size * world_size * seq_len)``.
 
-Distributed: if ``torch.distributed`` is initialised (``torchrun`` + :func:`distributed_from_env`,
+Distributed (the plumbing lives in :mod:`edgeprune.compress.training`): if ``torch.distributed`` is
+initialised (``torchrun`` + :func:`~edgeprune.compress.training.distributed_from_env`,
 or the caller's own ``init_process_group``), the model is wrapped in ``DistributedDataParallel``:
 every rank draws the same seeded permutation of the windows and takes its own slice of each
 global batch, gradients are averaged by DDP, and every rank ends with the same weights. On CPU
 use the ``gloo`` backend, on CUDA ``nccl``. Not done: FSDP (the 135M-1B models this targets fit
 on one device; FSDP would wrap the same loop with ``fully_shard``).
 
-The maths (``wsd_lr``, ``kd_loss``, ``stage_token_split``) are pure functions, tested alone.
+The maths (``wsd_lr``, ``stage_token_split``; ``training.kd_loss``) are pure functions, tested alone.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
+from edgeprune.compress.training import (TRAIN_DTYPES, adamw, embedding_params, kd_loss, lm_step, mean_over_ranks,
+                                         resolve_autocast, set_gradient_checkpointing, set_lr, shuffled_order, world,
+                                         wrap_ddp)  # fmt: skip
+# re-exported for the importers of its old home here (cli/prune_cmd.py, cli/sparsify_cmd.py; structured.py imports world)
+from edgeprune.compress.training import distributed_from_env  # noqa: F401
 from edgeprune.errors import EdgepruneError
 
 SPLITS = ("linear", "constant")
-TRAIN_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class TrainConfig(StrictConfig):
     """Recovery training settings (nested in ``StructuredPrune.train``)."""
 
+    STEP = "train"
     kind = "train"
 
     tokens: int = 200_000  # total budget over all stages (sized for ~30 min on 2 uncontended CPU cores, 135M)
@@ -93,28 +97,6 @@ def wsd_lr(step: int, total: int, *, peak: float, warmup: float = 0.05, decay: f
     return peak
 
 
-def kd_loss(student_logits, teacher_logits, labels, *, alpha: float, temperature: float, ignore_index: int = -100):
-    """``(1 - alpha) * CE(student, labels) + alpha * T**2 * KL(teacher_T || student_T)`` per token.
-
-    ``*_logits``: ``(batch, seq, vocab)`` predicting the *next* token (the causal shift is done
-    here: position t predicts ``labels[t+1]``); ``labels``: ``(batch, seq)``. Returns
-    ``(loss, ce, kl)`` (the last two detached, for logging).
-    """
-    s = student_logits[:, :-1].float()
-    tgt = labels[:, 1:]
-    mask = tgt != ignore_index
-    ce = F.cross_entropy(s.reshape(-1, s.shape[-1]), tgt.reshape(-1), ignore_index=ignore_index)
-    if alpha == 0 or teacher_logits is None:
-        return ce, ce.detach(), torch.zeros(())
-    t = teacher_logits[:, :-1].float()
-    log_p_s = F.log_softmax(s / temperature, dim=-1)
-    log_p_t = F.log_softmax(t / temperature, dim=-1)
-    kl_tok = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (batch, seq-1)
-    kl = (kl_tok * mask).sum() / mask.sum().clamp_min(1)
-    loss = (1 - alpha) * ce + alpha * temperature**2 * kl
-    return loss, ce.detach(), kl.detach()
-
-
 def stage_token_split(total: int, stages: int, split: str = "linear") -> list[int]:
     """Tokens per stage. ``linear``: stage i (1-based) gets ``2i / (N(N+1))`` of the budget, as
     Adapt-Pruner's scripts do (later stages, with more removed, train longer)."""
@@ -127,51 +109,6 @@ def stage_token_split(total: int, stages: int, split: str = "linear") -> list[in
     out = [int(total * s) for s in shares]
     out[-1] += total - sum(out)
     return out
-
-
-# -- distributed -----------------------------------------------------------------------------------------
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` when not distributed."""
-    d = _dist()
-    return (d.get_rank(), d.get_world_size()) if d else (0, 1)
-
-
-@contextlib.contextmanager
-def distributed_from_env():
-    """Initialise ``torch.distributed`` from ``torchrun``'s environment (``WORLD_SIZE`` > 1) and tear it
-    down afterwards; a no-op in a plain process or if the caller already initialised it."""
-    import torch.distributed as dist
-
-    started = False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        started = True
-    try:
-        yield world()
-    finally:
-        if started:
-            dist.destroy_process_group()
-
-
-def _checkpointing(model, on: bool) -> None:
-    # transformers 5 renamed gradient_checkpointing_* to activation_checkpointing_* (old names warn)
-    if hasattr(model, "activation_checkpointing_enable"):
-        if on:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.activation_checkpointing_disable()
-    elif on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_disable()
 
 
 # -- the loop -------------------------------------------------------------------------------------------
@@ -220,34 +157,23 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
     if config.kd_alpha > 0 and teacher is None:
         raise EdgepruneError("kd_alpha > 0 needs a teacher model: pass teacher= or set kd_alpha 0")
 
-    gen = torch.Generator().manual_seed(config.seed + step_offset)  # the same on every rank
-    order = torch.cat([torch.randperm(len(windows), generator=gen) for _ in range(math.ceil(steps * global_batch / len(windows)))])
+    order = shuffled_order(len(windows), steps * global_batch, config.seed + step_offset)  # the same on every rank
 
     was_training = model.training
     if config.gradient_checkpointing:
-        _checkpointing(model, True)
+        set_gradient_checkpointing(model, True)
     model.train()
-    net = model
-    d = _dist()
-    if d is not None:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model)
+    net = wrap_ddp(model)
     saved_flags = {}
     if config.freeze_embeddings:
-        for mod in (model.get_input_embeddings(), model.get_output_embeddings()):
-            for p in mod.parameters() if mod is not None else ():
-                saved_flags.setdefault(p, p.requires_grad)
-                p.requires_grad_(False)
+        for p in embedding_params(model):
+            saved_flags.setdefault(p, p.requires_grad)
+            p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
-    )  # fmt: skip
+    opt = adamw(params, lr=config.lr, weight_decay=config.weight_decay)
     if teacher is not None:
         teacher.eval()
+    loss_fn = functools.partial(kd_loss, alpha=config.kd_alpha if use_kd else 0.0, temperature=config.kd_temperature)
 
     from tqdm.auto import tqdm
 
@@ -258,30 +184,13 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
     for step in bar:
         lr = wsd_lr(step_offset + step, total_steps, peak=config.lr, warmup=config.warmup, decay=config.decay,
                     min_ratio=config.min_lr_ratio)  # fmt: skip
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         # global batch step*global_batch .. +global_batch; this rank's slice of it
         start = step * global_batch + rank * config.batch_size
         ids = windows[order[start : start + config.batch_size]]
-        cast = torch.autocast("cpu", dtype=TRAIN_DTYPES[config.train_dtype]) if config.train_dtype != "float32" else contextlib.nullcontext()
-        with cast:
-            logits = net(input_ids=ids, use_cache=False).logits
-            t_logits = None
-            if use_kd:
-                with torch.no_grad():
-                    t_logits = teacher(input_ids=ids, use_cache=False).logits
-        loss, ce, kl = kd_loss(logits, t_logits, ids, alpha=config.kd_alpha if use_kd else 0.0,
-                               temperature=config.kd_temperature)  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        opt.step()
-        value = float(loss.detach())
-        if d is not None:  # log the mean over ranks
-            t = torch.tensor([value], dtype=torch.float64)
-            d.all_reduce(t)
-            value = float(t) / world_size
+        sums = lm_step(net, opt, params, ids, loss_fn, teacher=teacher if use_kd else None,
+                       dtype=resolve_autocast(config.train_dtype), grad_clip=config.grad_clip)  # fmt: skip
+        value = float(mean_over_ranks(sums[:1]))  # the loss logged is the mean over ranks; ce and kl stay this rank's
         if report.first_loss is None:
             report.first_loss = value
         report.last_loss = value
@@ -289,15 +198,26 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
             report.losses.append(round(value, 5))
         bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2e}")
         if on_log is not None and rank == 0:
-            on_log(step + 1, steps, {"loss": value, "ce": float(ce), "kl": float(kl), "lr": lr}, model)
+            on_log(step + 1, steps, {"loss": value, "ce": float(sums[1]), "kl": float(sums[2]), "lr": lr}, model)
         report.lr_last = lr
     bar.close()
     report.wall_s = time.perf_counter() - t0
     report.tokens_per_s = report.tokens / report.wall_s if report.wall_s > 0 else math.inf
     if config.gradient_checkpointing:
-        _checkpointing(model, False)
+        set_gradient_checkpointing(model, False)
     model.train(was_training)
     model.zero_grad(set_to_none=True)
     for p, flag in saved_flags.items():
         p.requires_grad_(flag)
     return report
+
+
+# -- the step (``step: train``) ---------------------------------------------------------------------------
+
+
+def apply(model, cfg: TrainConfig, ctx):
+    """``apply(model, cfg, ctx)`` of the step protocol (:mod:`edgeprune.steps`): recovery training on
+    ``ctx``'s training windows (``self`` text by the dense original), distilling from it when ``kd_alpha`` > 0."""
+    windows = ctx.training(cfg, model)
+    teacher = ctx.require_dense("distillation (kd_alpha > 0)") if cfg.kd_alpha > 0 else None
+    return model, train(model, windows.ids, cfg, teacher=teacher, progress=ctx.progress)

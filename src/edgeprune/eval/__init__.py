@@ -18,7 +18,7 @@ from edgeprune._lazy import lazy_attributes
 
 _LAZY = {
     "Evaluator": "edgeprune.eval.evaluator",
-    "load_tokenizer": "edgeprune.eval.evaluator",
+    "load_tokenizer": "edgeprune.eval.backends",
     "PerplexityConfig": "edgeprune.eval.perplexity",
     "PerplexityReport": "edgeprune.eval.perplexity",
     "evaluate_perplexity": "edgeprune.eval.perplexity",

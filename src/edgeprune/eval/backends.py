@@ -90,6 +90,38 @@ class LlamaCppTokenizer:
         return bos if bos >= 0 else self.llm.token_eos()
 
 
+def tokenizer_name(source: str, tok) -> str:
+    return f"{source} ({type(tok).__name__}, {len(tok)} tokens)"
+
+
+def as_tokenizer(spec):
+    """A tokenizer object, or a model source to load one from -> a protocol tokenizer."""
+    if spec == "llama.cpp":
+        raise EdgepruneError("tokenizer='llama.cpp' works only with a .gguf model on the llama.cpp backend")
+    if hasattr(spec, "encode_batch") and hasattr(spec, "name"):
+        return spec
+    if not isinstance(spec, (str, Path)):
+        return HFTokenizer(spec)
+    hf = load_tokenizer(str(spec))
+    return HFTokenizer(hf, tokenizer_name(str(spec), hf))
+
+
+def load_tokenizer(source: str):
+    """Only the tokenizer of a model source: a built-in name, a directory, a .gguf file or a hub id."""
+    from transformers import AutoTokenizer
+
+    from edgeprune.models import builtin
+
+    path = builtin.builtin_path(source) if builtin.is_builtin(source) else Path(source).expanduser()
+    try:
+        if path.suffix == ".gguf" and path.is_file():
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(str(path) if path.exists() else source)
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise EdgepruneError(f"cannot load a tokenizer from {source!r} ({first}): pass a model directory, .gguf or built-in name") from None
+
+
 # -- the protocol ----------------------------------------------------------------------------------
 
 
@@ -390,6 +422,20 @@ def _onnx_context_length(path: Path) -> int | None:
     return None
 
 
+def onnx_backend(path: Path, tokenizer, *, threads: int | None, batch_tokens: int) -> OnnxBackend:
+    """The ONNX row's ``evaluate`` (``edgeprune.export.registry``): onnxruntime over ``path``.
+    Default tokenizer: the one saved beside the graph."""
+    from edgeprune.export.onnx.names import MODEL_FILE
+
+    if not path.is_file():
+        raise EdgepruneError(f"no ONNX model at {path}: pass a .onnx file or a directory holding {MODEL_FILE}")
+    if tokenizer is None:
+        if not any((path.parent / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            raise EdgepruneError(f"no tokenizer beside {path}: pass tokenizer= (--tokenizer) naming the source model")
+        tokenizer = str(path.parent)
+    return OnnxBackend.from_file(path, as_tokenizer(tokenizer), threads=threads, batch_tokens=batch_tokens)
+
+
 # -- llama.cpp ------------------------------------------------------------------------------------
 
 
@@ -506,3 +552,13 @@ def _gguf_file_type(llm) -> str:
         return _GGUF_FILE_TYPES.get(int(ft), f"type{ft}")
     except (TypeError, ValueError):
         return "unknown"
+
+
+def gguf_backend(path: Path, tokenizer, *, threads: int | None, batch_tokens: int) -> LlamaCppBackend:
+    """The GGUF row's ``evaluate`` (``edgeprune.export.registry``): llama.cpp over ``path``. Default
+    tokenizer: the Hugging Face one transformers builds from the GGUF's metadata (what the torch
+    backend uses for it); ``"llama.cpp"``: llama.cpp's own."""
+    if not path.is_file():
+        raise EdgepruneError(f"no such GGUF file {path}: pass an existing .gguf file")
+    tok = "llama.cpp" if tokenizer == "llama.cpp" else as_tokenizer(tokenizer if tokenizer is not None else str(path))
+    return LlamaCppBackend(path, tok, threads=threads, batch_tokens=batch_tokens)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export import registry
-from edgeprune.eval.backends import HFTokenizer, TorchBackend
+from edgeprune.eval.backends import HFTokenizer, TorchBackend, as_tokenizer, tokenizer_name
 from edgeprune.eval.perplexity import PerplexityConfig, PerplexityReport, evaluate_perplexity
 from edgeprune.eval.zeroshot import TaskResult, ZeroShotConfig, evaluate_zeroshot
 from edgeprune.threads import torch_threads
@@ -73,7 +73,7 @@ def _make_backend(obj, tokenizer, backend, dtype, batch_tokens, threads):
     if _is_backend(obj):
         return obj, getattr(obj, "name", type(obj).__name__)
     if hasattr(obj, "model") and hasattr(obj, "tokenizer") and hasattr(obj, "source"):  # a LoadedModel
-        tok = as_tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(obj.tokenizer, _tok_name(obj.source, obj.tokenizer))
+        tok = as_tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(obj.tokenizer, tokenizer_name(obj.source, obj.tokenizer))
         return _torch(obj.model, tok, backend, batch_tokens), obj.source
     if obj is not None and not isinstance(obj, (str, Path)):  # a transformers model
         if tokenizer is None:
@@ -100,7 +100,7 @@ def _make_backend(obj, tokenizer, backend, dtype, batch_tokens, threads):
     from edgeprune.models import load
 
     loaded = load(source, dtype=dtype)
-    tok = as_tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(loaded.tokenizer, _tok_name(loaded.source, loaded.tokenizer))
+    tok = as_tokenizer(tokenizer) if tokenizer is not None else HFTokenizer(loaded.tokenizer, tokenizer_name(loaded.source, loaded.tokenizer))
     return _torch(loaded.model, tok, backend, batch_tokens), loaded.source
 
 
@@ -108,35 +108,3 @@ def _torch(model, tok, backend, batch_tokens):
     if backend not in (None, "torch"):
         raise EdgepruneError(f"a transformers model runs on the torch backend, not {backend}: export it first")
     return TorchBackend(model, tok, batch_tokens=batch_tokens)
-
-
-def _tok_name(source: str, tok) -> str:
-    return f"{source} ({type(tok).__name__}, {len(tok)} tokens)"
-
-
-def as_tokenizer(spec):
-    """A tokenizer object, or a model source to load one from -> a protocol tokenizer."""
-    if spec == "llama.cpp":
-        raise EdgepruneError("tokenizer='llama.cpp' works only with a .gguf model on the llama.cpp backend")
-    if hasattr(spec, "encode_batch") and hasattr(spec, "name"):
-        return spec
-    if not isinstance(spec, (str, Path)):
-        return HFTokenizer(spec)
-    hf = load_tokenizer(str(spec))
-    return HFTokenizer(hf, _tok_name(str(spec), hf))
-
-
-def load_tokenizer(source: str):
-    """Only the tokenizer of a model source: a built-in name, a directory, a .gguf file or a hub id."""
-    from transformers import AutoTokenizer
-
-    from edgeprune.models import builtin
-
-    path = builtin.builtin_path(source) if builtin.is_builtin(source) else Path(source).expanduser()
-    try:
-        if path.suffix == ".gguf" and path.is_file():
-            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        return AutoTokenizer.from_pretrained(str(path) if path.exists() else source)
-    except (OSError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise EdgepruneError(f"cannot load a tokenizer from {source!r} ({first}): pass a model directory, .gguf or built-in name") from None

@@ -1,4 +1,4 @@
-"""What the GGUF and ONNX exporters share: the strict settings base, a torch thread scope, versions.
+"""What the GGUF and ONNX exporters share: the strict settings base, what an export step wrote, versions.
 
 ``ExportConfig`` puts the export settings on the project's one strict config base
 (:class:`edgeprune.config.StepConfig`: frozen, unknown keys rejected with a "did you mean",
@@ -48,6 +48,15 @@ class ExportConfig(StepConfig):
         if not isinstance(self.verify, bool):
             return [f"verify must be true or false, got {self.verify!r}"]
         return []
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What a build's export step wrote into its stage directory (a registry row's ``export`` returns it)."""
+
+    artifact: str  # path of the artifact's main file, relative to the stage directory
+    bytes: int  # on disk, every file the runtime loads
+    report: dict  # the exporter's report (its "verify" entry is the read-back check)
 
 
 def unknown_choice(what: str, value, choices: Sequence[str]) -> list[str]:

@@ -4,8 +4,10 @@ describes an artifact reads its row here instead of naming formats itself.
 A row is data (name, runtime, what its artifacts look like, the bit width each format-neutral
 alias means) plus lazy callables into the format's own package (``export/<name>/artifact.py``):
 its quant names (the exporter's own list), the export a build runs, how to recognise and describe
-an artifact, and the evaluation backend. Those are imported when called, so this module stays as
-light as ``import edgeprune`` must be. Adding a format is one row below plus its exporter package.
+an artifact; and its evaluation backend, which lives in ``eval/backends.py`` (eval sits above
+export: exporters never import it). Those are imported when called, so this module stays as light
+as ``import edgeprune`` must be. Adding a format is one row below plus its exporter package (and
+its backend in eval/).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.common import unknown_choice
+# Exported lives in common.py: the artifact modules this registry names return it without importing it back
+from edgeprune.export.common import Exported, unknown_choice
 
 # Format-neutral quant names a recipe may use; each row says which of its types each one means.
 BIT_WIDTHS = ("4bit", "8bit", "float")
@@ -33,15 +36,6 @@ class Lazy:
     def __call__(self, *args, **kwargs):
         module, _, name = self.target.partition(":")
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-
-@dataclass(frozen=True)
-class Exported:
-    """What a build's export step wrote into its stage directory."""
-
-    artifact: str  # path of the artifact's main file, relative to the stage directory
-    bytes: int  # on disk, every file the runtime loads
-    report: dict  # the exporter's report (its "verify" entry is the read-back check)
 
 
 @dataclass(frozen=True)
@@ -78,13 +72,15 @@ class ExportFormat:
         return tuple(q for q in self.quants() if self.needs(q) is None)
 
 
-# The callables of a row, by field name: a format's artifact module defines one function of each name.
+# The callables of a row, by field name: a format's artifact module defines one function of each name
+# but "evaluate", which names the format's backend in eval/backends.py.
 HOOKS = ("quants", "needs", "export", "find", "describe", "evaluate")
 
 
-def hooks(module: str) -> dict[str, Lazy]:
-    """``module``'s functions named in HOOKS, each imported when first called."""
-    return {name: Lazy(f"{module}:{name}") for name in HOOKS}
+def hooks(module: str, *, evaluate: str) -> dict[str, Lazy]:
+    """``module``'s functions named in HOOKS, and ``evaluate`` (``"module:function"``), each imported
+    when first called."""
+    return {**{name: Lazy(f"{module}:{name}") for name in HOOKS if name != "evaluate"}, "evaluate": Lazy(evaluate)}
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -99,7 +95,7 @@ FORMATS: dict[str, ExportFormat] = {
         default_quant="q4_0",
         gpu_note="llama.cpp offloads all layers to the GPU there",
         cli="edgeprune.cli.export_gguf_cmd",
-        **hooks("edgeprune.export.gguf.artifact"),
+        **hooks("edgeprune.export.gguf.artifact", evaluate="edgeprune.eval.backends:gguf_backend"),
     ),
     "onnx": ExportFormat(
         name="onnx",
@@ -112,7 +108,7 @@ FORMATS: dict[str, ExportFormat] = {
         default_quant="int4",
         gpu_note="",
         cli="edgeprune.cli.export_onnx_cmd",
-        **hooks("edgeprune.export.onnx.artifact"),
+        **hooks("edgeprune.export.onnx.artifact", evaluate="edgeprune.eval.backends:onnx_backend"),
     ),
 }
 

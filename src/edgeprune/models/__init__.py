@@ -20,6 +20,7 @@ _LAZY = {
     "to_per_layer": "edgeprune.models.convert",
     "LoadedModel": "edgeprune.models.loading",
     "load": "edgeprune.models.loading",
+    "save_model": "edgeprune.models.save",
 }
 
 

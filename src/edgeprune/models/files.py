@@ -68,6 +68,11 @@ def gguf_field(reader, key: str, default=None):
     return field.contents()
 
 
+def per_layer(value, n):
+    """A width a header gives once for all ``n`` layers, or already per layer, as a per-layer list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
 @dataclass(frozen=True)
 class KV:
     """One GGUF metadata key with its value as gguf-py's ``GGUFWriter.add_key_value`` takes it."""

@@ -53,8 +53,6 @@ class LoadedModel:
 
 def load(source: str | Path | None = None, *, dtype: str = "float32", use_cache: bool = True) -> LoadedModel:
     """Load a causal LM and its tokenizer from any supported source (see module docstring)."""
-    import edgeprune  # noqa: F401  (ensures edgeprune_llama is registered before transformers loads)
-
     t0 = time.perf_counter()
     name = builtin.DEFAULT_MODEL if source is None else str(source)
     if builtin.is_builtin(name):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from edgeprune.config import StepConfig, config_from_dict, step_entry
+from edgeprune.config import StepConfig
+from edgeprune.steps import config_from_dict, step_for
 from edgeprune.errors import EdgepruneError
 
 # Built-in recipes by name. Compression steps appear only in recipes whose steps are registered.
@@ -136,7 +137,7 @@ def parse_recipe(name_or_path: str) -> Recipe:
         problems.append("a profile step needs an export step before it (it measures the exported artifact)")
     if "export" in names:
         last_export = len(names) - 1 - names[::-1].index("export")
-        late = [n for n in names[last_export + 1 :] if n not in ("evaluate", "profile")]
+        late = [n for n in names[last_export + 1 :] if step_for(n).changes_model]
         if late:
             problems.append(f"step(s) {', '.join(late)} come after the last export: their result would never ship")
     if problems:
@@ -151,7 +152,7 @@ def registered_recipes() -> list[str]:
         steps = yaml.safe_load(text)["steps"]
         try:
             for s in steps:
-                step_entry(s.get("step"))
+                step_for(s.get("step"))
         except EdgepruneError:
             continue
         out.append(name)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeprune.pipeline.plan import Plan, make_plan
-import edgeprune.pipeline.steps  # noqa: F401  (registers export / evaluate / profile)
 from edgeprune.pipeline.recipes import Recipe, parse_recipe
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import check_output_dir, write_text_atomic

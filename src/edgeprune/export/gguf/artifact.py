@@ -1,6 +1,6 @@
-"""The GGUF row's callables (``edgeprune.export.registry``): what builds, ``describe``, profiling and
-evaluation need to know about a GGUF file. Each imports what it needs when called: gguf-py and
-llama.cpp load only when a GGUF is really written, read or run.
+"""The GGUF row's callables (``edgeprune.export.registry``): what builds, ``describe`` and profiling
+need to know about a GGUF file (its evaluation backend is eval's: ``eval/backends.py``). Each imports
+what it needs when called: gguf-py loads only when a GGUF is really written or read.
 """
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-from edgeprune.errors import EdgepruneError
-from edgeprune.export.registry import Exported
+from edgeprune.export.common import Exported
 
 
 def quants() -> tuple[str, ...]:
@@ -42,8 +41,7 @@ def describe(path: Path) -> dict:
     """Widths, parameter count and main type from the GGUF's key/values and tensor infos."""
     from gguf import GGMLQuantizationType
 
-    from edgeprune.describe import per_layer
-    from edgeprune.models.files import gguf_field, open_gguf
+    from edgeprune.models.files import gguf_field, open_gguf, per_layer
 
     reader = open_gguf(path)
     arch = gguf_field(reader, "general.architecture")
@@ -74,15 +72,3 @@ def describe(path: Path) -> dict:
         "dtype": types.most_common(1)[0][0].lower() if types else "?",
         "file_bytes": path.stat().st_size,
     }
-
-
-def evaluate(path: Path, tokenizer, *, threads: int | None, batch_tokens: int):
-    """llama.cpp over ``path``. Default tokenizer: the Hugging Face one transformers builds from the
-    GGUF's metadata (what the torch backend uses for it); ``"llama.cpp"``: llama.cpp's own."""
-    from edgeprune.eval.backends import LlamaCppBackend
-    from edgeprune.eval.evaluator import as_tokenizer
-
-    if not path.is_file():
-        raise EdgepruneError(f"no such GGUF file {path}: pass an existing .gguf file")
-    tok = "llama.cpp" if tokenizer == "llama.cpp" else as_tokenizer(tokenizer if tokenizer is not None else str(path))
-    return LlamaCppBackend(path, tok, threads=threads, batch_tokens=batch_tokens)

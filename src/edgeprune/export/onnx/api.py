@@ -31,6 +31,7 @@ from edgeprune.export.common import ExportConfig, unknown_choice, versions
 from edgeprune.export.onnx import names
 from edgeprune.export.onnx.report import OnnxExportReport
 from edgeprune.fileio import check_output_dir
+from edgeprune._version import __version__
 
 QUANTS = ("fp32", "int8", "int8-dynamic", "int4")
 EXPORTERS = ("dynamo", "torchscript")
@@ -438,8 +439,6 @@ def architecture(config) -> str:
 
 
 def set_metadata(graph, lm, quant: str, *, block_size: int | None = None) -> None:
-    import edgeprune
-
     config = lm.config
     meta = {
         names.META_ARCHITECTURE: architecture(config),
@@ -452,7 +451,7 @@ def set_metadata(graph, lm, quant: str, *, block_size: int | None = None) -> Non
         names.META_HIDDEN: str(config.hidden_size),
         names.META_VOCAB: str(config.vocab_size),
         names.META_QUANT: quant if block_size is None else f"{quant}-block{block_size}",
-        names.META_VERSION: edgeprune.__version__,
+        names.META_VERSION: __version__,
     }
     del graph.metadata_props[:]
     for key, value in meta.items():

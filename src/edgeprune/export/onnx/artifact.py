@@ -1,6 +1,7 @@
-"""The ONNX row's callables (``edgeprune.export.registry``): what builds, ``describe``, profiling and
-evaluation need to know about an ONNX export. Each imports what it needs when called: onnx and
-onnxruntime load only when a graph is really written, read or run.
+"""The ONNX row's callables (``edgeprune.export.registry``): what builds, ``describe`` and profiling
+need to know about an ONNX export (its evaluation backend is eval's: ``eval/backends.py``). Each
+imports what it needs when called: onnx and onnxruntime load only when a graph is really written or
+read.
 
 An ONNX artifact is a folder (graph, external data, tokenizer, genai_config); its main file is
 ``model.onnx``, the name edgeprune and optimum both write.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.onnx.names import MODEL_FILE
-from edgeprune.export.registry import Exported
+from edgeprune.export.common import Exported
 
 
 def quants() -> tuple[str, ...]:
@@ -83,17 +84,3 @@ def describe(path: Path) -> dict:
         if f"edgeprune.{key}" in meta:
             info[key] = int(meta[f"edgeprune.{key}"])
     return info
-
-
-def evaluate(path: Path, tokenizer, *, threads: int | None, batch_tokens: int):
-    """onnxruntime over ``path``. Default tokenizer: the one saved beside the graph."""
-    from edgeprune.eval.backends import OnnxBackend
-    from edgeprune.eval.evaluator import as_tokenizer
-
-    if not path.is_file():
-        raise EdgepruneError(f"no ONNX model at {path}: pass a .onnx file or a directory holding {MODEL_FILE}")
-    if tokenizer is None:
-        if not any((path.parent / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-            raise EdgepruneError(f"no tokenizer beside {path}: pass tokenizer= (--tokenizer) naming the source model")
-        tokenizer = str(path.parent)
-    return OnnxBackend.from_file(path, as_tokenizer(tokenizer), threads=threads, batch_tokens=batch_tokens)

@@ -4,7 +4,7 @@ seed, which model writes ``self`` text, and how its training windows are drawn a
 One table, read by the step CLIs (their flag defaults and their draws) and by builds
 (:mod:`edgeprune.pipeline.stages`), so a step run inside a build draws the very windows the same
 step draws from its CLI with the CLI's defaults and the same source. The source itself (a name for
-:func:`edgeprune.compress.calib.calibration_windows`) is the caller's: a CLI's ``--calib`` /
+:func:`edgeprune.data.calib.calibration_windows`) is the caller's: a CLI's ``--calib`` /
 ``--train-data``, a build's ``--calib`` (None: ``self``).
 
 - Calibration windows: ``policy.n_windows`` x ``policy.seq_len`` tokens, seed ``step seed + 0``.
@@ -111,7 +111,7 @@ def draw_calibration(cfg, tokenizer, source: str | None, *, model, dense=None, s
                      n_windows: int | None = None, seq_len: int | None = None, data_dir=None, progress: bool = True):  # fmt: skip
     """The calibration windows step ``cfg`` draws from ``source`` (None: ``self``); ``n_windows`` /
     ``seq_len`` override the policy's (CLI flags), ``seed`` the config's."""
-    from edgeprune.compress.calib import calibration_windows
+    from edgeprune.data.calib import calibration_windows
 
     p = policy(cfg.kind)
     return calibration_windows(tokenizer, source or "self", n_windows=n_windows or p.n_windows, seq_len=seq_len or p.seq_len,
@@ -123,7 +123,7 @@ def draw_training(cfg, tokenizer, sources: str | Sequence[str] | None, *, model,
                   n_windows: int | None = None, seq_len: int | None = None, data_dir=None, progress: bool = True):  # fmt: skip
     """The training windows step ``cfg`` draws for its budget from ``sources`` (one name, several
     to mix, None: ``self``), concatenated; ``n_windows`` (per source) / ``seq_len`` override the policy's."""
-    from edgeprune.compress.calib import calibration_windows, concat_windows
+    from edgeprune.data.calib import calibration_windows, concat_windows
 
     p = policy(cfg.kind)
     tokens = training_tokens(cfg)

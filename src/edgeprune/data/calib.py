@@ -13,7 +13,7 @@ Files are tokenised once without special tokens, cut into non-overlapping window
 and ``n_windows`` of them are drawn with a seeded permutation.
 
 How many windows of what length a compression step draws, with which seed, is
-:mod:`edgeprune.compress.calib_policy`'s; this module only reads a source into windows.
+:mod:`edgeprune.data.calib_policy`'s; this module only reads a source into windows.
 """
 
 from __future__ import annotations

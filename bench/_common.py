@@ -199,7 +199,7 @@ def pruned_model(dense, *, attn_keep: float = 0.67, mlp_keep: float = 0.6, prote
     channels per layer (``compress.cut.random_keep``, seeded; MLP widths multiples of 32), the first
     and last ``protect`` layers kept whole. A stand-in for an importance-pruned model in export
     benches: cutting the outer layers too leaves perplexity ~1e5, whose numbers say little."""
-    from edgeprune.compress.cut import cut_widths, random_keep
+    from edgeprune.compress.structured.cut import cut_widths, random_keep
     from edgeprune.models import to_per_layer
 
     n_layers = dense.config.num_hidden_layers

@@ -129,8 +129,8 @@ def calibration(dense, tok, args):
 def run_job(job: str, args) -> dict:
     import torch
 
-    from edgeprune.compress.reconstruct import Reconstruct, reconstruct
-    from edgeprune.compress.sparsify import NMPrune, nm_prune
+    from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
+    from edgeprune.compress.sparse.oneshot import NMPrune, nm_prune
     from edgeprune.threads import torch_threads
     from edgeprune.models import load
     from sparse24 import Clock, _tiny_model, evaluate, peak_rss_mb
@@ -152,7 +152,8 @@ def run_job(job: str, args) -> dict:
         model = copy.deepcopy(dense)
         with clock.work():
             if spec["prune"] == "structured":
-                from edgeprune.compress.structured import StructuredPrune, structured_prune
+                from edgeprune.compress.structured.config import StructuredPrune
+                from edgeprune.compress.structured.prune import structured_prune
                 from edgeprune.models import to_per_layer
 
                 row["pattern"] = f"structured-{round(args.structured_target * 100)}%"
@@ -196,7 +197,7 @@ def _is_default(row: dict, default: dict) -> bool:
 
 def figures(rows: list[dict]) -> list[str]:
     """The issue's figures, each PASS/FAIL against the rows as measured (INFO: not a figure's setting)."""
-    from edgeprune.compress.reconstruct import Reconstruct
+    from edgeprune.compress.reconstruct.local import Reconstruct
 
     out = []
     default = Reconstruct(prune="wanda").to_dict()
@@ -308,8 +309,8 @@ def lr_probe(args) -> int:
     import torch
 
     from edgeprune.benchutil import bench_document, write_json_atomic
-    from edgeprune.compress import reconstruct_maths as rm
-    from edgeprune.compress.reconstruct import Reconstruct, reconstruct
+    from edgeprune.compress.reconstruct import maths as rm
+    from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
     from edgeprune.threads import torch_threads
     from edgeprune.models import load
     from sparse24 import _tiny_model

@@ -56,7 +56,7 @@ def sparsify_24(model):
 
     import torch
 
-    from edgeprune.compress.masks import magnitude_scores, nm_mask
+    from edgeprune.compress.sparse.masks import magnitude_scores, nm_mask
 
     out = copy.deepcopy(model)
     with torch.no_grad():
@@ -69,7 +69,7 @@ def sparsify_24(model):
 def build(args) -> int:
     import torch
 
-    from edgeprune.compress.cut import cut_widths, random_keep
+    from edgeprune.compress.structured.cut import cut_widths, random_keep
     from edgeprune.export.gguf import export_gguf
     from edgeprune.export.onnx import export_onnx
     from edgeprune.models import load, to_per_layer

@@ -149,7 +149,7 @@ def evaluate(model, tok, args, *, windows: int | None = None, zeroshot: bool = T
 
 
 def pack_bytes(model, tok, nm) -> dict:
-    from edgeprune.compress.packed import save_packed
+    from edgeprune.compress.sparse.packed import save_packed
 
     with tempfile.TemporaryDirectory() as tmp:
         rep = save_packed(model, Path(tmp) / "a", nm=nm, tokenizer=tok)
@@ -161,7 +161,7 @@ def pack_bytes(model, tok, nm) -> dict:
 def quantized_rows(base: dict, model, tok, calib, clock: Clock, args, nm, emit) -> None:
     """The int8 / int4 rows of ``model`` (GPTQ on a copy, calibrated on the sparse stream)."""
     from edgeprune.compress import compress
-    from edgeprune.compress.sparsify import WeightQuant
+    from edgeprune.compress.quant.weights import WeightQuant
 
     for q in [q for q in args.quants.split(",") if q != "none"]:
         c = clock.copy()
@@ -182,7 +182,7 @@ def run_job(method: str, args, emit) -> None:
 
     from edgeprune.compress import compress
     from edgeprune.data.calib import calibration_windows
-    from edgeprune.compress.sparsify import NMPrune
+    from edgeprune.compress.sparse.oneshot import NMPrune
     from edgeprune.threads import torch_threads
     from edgeprune.models import load
 
@@ -236,7 +236,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
     (a generated chunk, a training step) is logged with its CPU seconds to the progress file, so the
     reported cost of a run that was stopped and resumed counts each unit once."""
     from edgeprune.data.calib import calibration_windows, concat_windows
-    from edgeprune.compress.sparse_train import SparseTrain, sparse_train
+    from edgeprune.compress.sparse.ast import SparseTrain, sparse_train
     from edgeprune.models.cache import cache_root
 
     recon_init = args.ast_init.split("+recon")[0] if args.ast_init.endswith("+recon") else None
@@ -352,7 +352,7 @@ def run_ast(dense, tok, calib, clock: Clock, base: dict, args, emit) -> None:
 
 def recon_config(prune: str, args):
     """The Reconstruct step of a ``<prune>+recon`` method: ``--recon-set`` with masks chosen in the loop."""
-    from edgeprune.compress.reconstruct import Reconstruct
+    from edgeprune.compress.reconstruct.local import Reconstruct
 
     return Reconstruct(**{**json.loads(args.recon_set or "{}"), "prune": prune, "pattern": "2:4"})
 
@@ -363,7 +363,7 @@ def reconstructed_start(model, dense, cfg, calib, args):
     ``path``) is the reconstruction's own, also when the cache serves it."""
     import torch
 
-    from edgeprune.compress.reconstruct import reconstruct
+    from edgeprune.compress.reconstruct.local import reconstruct
     from edgeprune.fileio import atomic_file
     from edgeprune.models.cache import cache_root
 

@@ -167,7 +167,9 @@ def run_row(spec: dict, args) -> list[dict]:
 
     from edgeprune.compress import StructuredPrune, TrainConfig
     from edgeprune.data.calib import calibration_windows
-    from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
+    from edgeprune.compress.structured.budget import param_counts
+    from edgeprune.compress.structured.prune import structured_prune
+    from edgeprune.memory import peak_rss_mb
     from edgeprune.threads import torch_threads
     from edgeprune.models import load, to_per_layer
 
@@ -266,9 +268,11 @@ def _recon_rows(model, tok, calib, train_cfg, train_data, extra: dict, gen_s: fl
 
     from edgeprune.compress import StructuredPrune
     from edgeprune.data.calib import calibration_windows
-    from edgeprune.compress.reconstruct import Reconstruct, reconstruct
-    from edgeprune.compress.structured import param_counts, peak_rss_mb, structured_prune
-    from edgeprune.compress.train import train
+    from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
+    from edgeprune.compress.structured.budget import param_counts
+    from edgeprune.compress.structured.prune import structured_prune
+    from edgeprune.memory import peak_rss_mb
+    from edgeprune.compress.structured.recovery import train
 
     dense = copy.deepcopy(model)
     c0, w0 = time.process_time(), time.perf_counter()

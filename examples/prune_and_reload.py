@@ -9,7 +9,7 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from edgeprune.compress.cut import cut_widths, random_keep
+from edgeprune.compress.structured.cut import cut_widths, random_keep
 from edgeprune.models import load, to_per_layer, tokenizer_record
 
 out = sys.argv[1] if len(sys.argv) > 1 else "dist/smaller"

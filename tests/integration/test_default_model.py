@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from edgeprune.compress.cut import cut_widths, random_keep
+from edgeprune.compress.structured.cut import cut_widths, random_keep
 from edgeprune.describe import describe
 from edgeprune.models import load, to_per_layer
 from edgeprune.runtime.generate import generate_text

@@ -9,7 +9,8 @@ import torch
 
 from edgeprune.compress import StructuredPrune, compress
 from edgeprune.data.calib import calibration_windows
-from edgeprune.compress.structured import param_counts, save_pruned
+from edgeprune.compress.structured.budget import param_counts
+from edgeprune.compress.structured.prune import save_pruned
 from edgeprune.threads import torch_threads
 from edgeprune.models import load, to_per_layer
 from tests.unit.eval_helpers import TEST_DATA

@@ -8,10 +8,10 @@ import copy
 
 import torch
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.data.calib import calibration_windows
 from edgeprune.compress.sequential import block_linears
-from edgeprune.compress.reconstruct import Reconstruct, reconstruct
+from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
 from edgeprune.threads import torch_threads
 from tests.unit.eval_helpers import TEST_DATA
 

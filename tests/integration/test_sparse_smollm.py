@@ -7,10 +7,11 @@ import copy
 import pytest
 import torch
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.data.calib import calibration_windows
-from edgeprune.compress.packed import load_packed, save_packed
-from edgeprune.compress.sparsify import NMPrune, WeightQuant, nm_prune
+from edgeprune.compress.sparse.packed import load_packed, save_packed
+from edgeprune.compress.quant.weights import WeightQuant
+from edgeprune.compress.sparse.oneshot import NMPrune, nm_prune
 from edgeprune.threads import torch_threads
 from tests.unit.eval_helpers import TEST_DATA
 

@@ -65,7 +65,7 @@ steps:
     assert sparsify["figures"]["params"] == prune["figures"]["params"]  # 2:4 keeps shapes, zeroes half
     assert sparsify["figures"]["nonzero_params"] < prune["figures"]["nonzero_params"]
     # the last stage's model is a saved, loadable, 2:4-sparse model
-    from edgeprune.compress import masks as mk
+    from edgeprune.compress.sparse import masks as mk
     from edgeprune.models import load
 
     model = load(str(tmp_path / "out" / "stages" / "03-sparsify" / "model")).model
@@ -78,9 +78,10 @@ steps:
 
 def _cfg(kind: str):
     """A default config of a built-in step ``kind``, or a plugin's bare config."""
-    from edgeprune.compress.reconstruct import Reconstruct
-    from edgeprune.compress.sparsify import NMPrune, WeightQuant
-    from edgeprune.compress.structured import StructuredPrune
+    from edgeprune.compress.reconstruct.local import Reconstruct
+    from edgeprune.compress.quant.weights import WeightQuant
+    from edgeprune.compress.sparse.oneshot import NMPrune
+    from edgeprune.compress.structured.config import StructuredPrune
 
     types = {"reconstruct": Reconstruct, "nm_prune": NMPrune, "weight_quant": WeightQuant, "structured_prune": StructuredPrune}
     return types[kind]() if kind in types else type("Cfg", (), {"kind": kind})()
@@ -124,7 +125,7 @@ def test_a_step_in_a_build_draws_its_own_cli_calibration_shape(kind, shape, monk
 
 def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeypatch, tmp_path):
     # after an earlier step pruned the model, a copy of the current model would teach the pruned model itself
-    import edgeprune.compress.sparse_train as st
+    import edgeprune.compress.sparse.ast as st
     import edgeprune.data.calib as calib
     from edgeprune.steps import apply
 
@@ -144,7 +145,7 @@ def test_a_distilling_step_in_a_build_learns_from_the_builds_input_model(monkeyp
 
 @pytest.mark.parametrize("init, calibrated", [("sparsegpt", True), ("none", False)])
 def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_model(init, calibrated, monkeypatch, tmp_path):
-    import edgeprune.compress.sparse_train as st
+    import edgeprune.compress.sparse.ast as st
     import edgeprune.data.calib as calib
     from edgeprune.data.calib_policy import policy
     from edgeprune.steps import apply
@@ -172,7 +173,7 @@ def test_ast_in_a_build_draws_its_training_text_apart_and_learns_from_the_input_
 
 def test_build_reconstructs_with_in_loop_masks_then_runs_ast_from_them(tmp_path):
     # the measured best 2:4 recipe (sparse24-recon-ast) in small: masks chosen inside reconstruction, AST keeps them
-    from edgeprune.compress import masks as mk
+    from edgeprune.compress.sparse import masks as mk
     from edgeprune.models import load
 
     report = _build_tiny(tmp_path, 2, """

@@ -23,10 +23,11 @@ def test_training_windows_are_one_epoch_capped_and_split_over_sources():
 
 
 def test_which_steps_read_calibration_and_train():
-    from edgeprune.compress.sparse_train import SparseTrain
-    from edgeprune.compress.sparsify import NMPrune, WeightQuant
-    from edgeprune.compress.structured import StructuredPrune
-    from edgeprune.compress.train import TrainConfig
+    from edgeprune.compress.sparse.ast import SparseTrain
+    from edgeprune.compress.quant.weights import WeightQuant
+    from edgeprune.compress.sparse.oneshot import NMPrune
+    from edgeprune.compress.structured.config import StructuredPrune
+    from edgeprune.compress.structured.recovery import TrainConfig
 
     assert not reads_calibration(NMPrune(method="magnitude")) and reads_calibration(NMPrune(method="wanda"))
     assert reads_calibration(NMPrune(method="magnitude", quant=WeightQuant(method="gptq")))  # GPTQ needs a Hessian
@@ -89,8 +90,8 @@ def _run_cli(argv: list[str], monkeypatch, tmp_path, stop_at: list[tuple[str, st
 
     monkeypatch.setattr(models, "load", load)
     monkeypatch.setattr(models, "to_per_layer", lambda model: model)
-    for module, name in [("edgeprune.compress.structured", "check_reachable"), ("edgeprune.compress.sparsify", "check_model"),
-                         ("edgeprune.compress.reconstruct", "check_pair")]:  # fmt: skip
+    for module, name in [("edgeprune.compress.structured.budget", "check_reachable"), ("edgeprune.compress.sparse.oneshot", "check_model"),
+                         ("edgeprune.compress.reconstruct.local", "check_pair")]:  # fmt: skip
         monkeypatch.setattr(importlib.import_module(module), name, lambda *a, **k: None)
     seen = {}
 
@@ -126,8 +127,8 @@ def _run_build(cfg, source: str | None, monkeypatch, tmp_path, stop_at):
 
 
 # where each step starts, once its windows are drawn
-PRUNE, NM = [("edgeprune.compress.structured", "structured_prune")], [("edgeprune.compress.sparsify", "nm_prune")]
-AST, RECONSTRUCT = [("edgeprune.compress.sparse_train", "sparse_train")], [("edgeprune.compress.reconstruct", "reconstruct")]
+PRUNE, NM = [("edgeprune.compress.structured.prune", "structured_prune")], [("edgeprune.compress.sparse.oneshot", "nm_prune")]
+AST, RECONSTRUCT = [("edgeprune.compress.sparse.ast", "sparse_train")], [("edgeprune.compress.reconstruct.local", "reconstruct")]
 CASES = {
     # verb and its defaults, with --train-tokens so recovery training draws its windows too
     "prune": (["prune", "--train-tokens", "1000"], None, PRUNE,

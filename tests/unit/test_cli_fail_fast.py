@@ -16,7 +16,7 @@ from edgeprune.fileio import check_output_dir, check_writable
 EXPENSIVE = [
     ("edgeprune.models", "load"),
     ("edgeprune.models.loading", "load"),
-    ("edgeprune.compress.packed", "load_packed"),
+    ("edgeprune.compress.sparse.packed", "load_packed"),
     ("edgeprune.data.calib", "calibration_windows"),
     ("edgeprune.eval.evaluator", "Evaluator"),
     ("edgeprune.runtime.profile", "profile"),

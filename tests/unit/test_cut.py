@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.compress.cut import LayerKeep, coupled_rows, cut_widths, group_rows, random_keep
+from edgeprune.compress.structured.cut import LayerKeep, coupled_rows, cut_widths, group_rows, random_keep
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import to_per_layer
 from tests.tiny import tiny_llama, tiny_qwen2

@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 ROOT = "edgeprune"
 
 # Import cycles allowed for now, each as the set of modules in one strongly connected component; any
-# other cycle fails. None today: config.py's cycles with pipeline/steps.py and compress/structured.py
+# other cycle fails. None today: config.py's cycles with pipeline/steps.py and compress/structured/prune.py
 # -> compress/registry.py go through its ``importlib.import_module`` lookup of BUILTIN_STEPS, which a
 # static reading does not follow; they go away with issue 17's step protocol.
 KNOWN_CYCLES: tuple[frozenset[str], ...] = ()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.compress import allocation as alloc
-from edgeprune.compress.structured import param_counts
+from edgeprune.compress.structured import allocation as alloc
+from edgeprune.compress.structured.budget import param_counts
 from edgeprune.models import to_per_layer
 from tests.prune_helpers import one_thread  # noqa: F401  (autouse fixture)
 from tests.tiny import tiny_llama, tiny_per_layer, tiny_qwen2

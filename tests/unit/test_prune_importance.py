@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.compress import importance as imp
+from edgeprune.compress.structured import importance as imp
 
 
 def _attn(n_kv=2, n_rep=2, d=1, h=2):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgeprune.compress import StructuredPrune
-from edgeprune.compress.structured import structured_prune
+from edgeprune.compress.structured.prune import structured_prune
 from edgeprune.errors import EdgepruneError
 from tests.prune_helpers import one_thread, windows  # noqa: F401  (autouse fixture)
 from tests.tiny import tiny_llama

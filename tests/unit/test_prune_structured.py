@@ -10,7 +10,8 @@ import torch
 from edgeprune.compress import StructuredPrune, TrainConfig, compress, config_from_yaml
 from edgeprune.steps import STEPS
 from edgeprune.compress.config import StrictConfig
-from edgeprune.compress.structured import METHODS, param_counts
+from edgeprune.compress.structured.budget import param_counts
+from edgeprune.compress.structured.config import METHODS
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import to_per_layer
 from tests.prune_helpers import one_thread, windows  # noqa: F401  (autouse fixture)
@@ -89,7 +90,7 @@ def test_flap_adds_compensation_biases_that_help():
 
 
 def test_pruned_model_saves_and_loads(tmp_path):
-    from edgeprune.compress.structured import save_pruned
+    from edgeprune.compress.structured.prune import save_pruned
     from edgeprune.models import load
     from tests.tiny import tiny_tokenizer
 

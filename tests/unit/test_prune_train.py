@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgeprune.compress.train import TrainConfig, stage_token_split, train, wsd_lr
+from edgeprune.compress.structured.recovery import TrainConfig, stage_token_split, train, wsd_lr
 from edgeprune.compress.training import kd_loss
 from edgeprune.errors import EdgepruneError
 from edgeprune.models import to_per_layer

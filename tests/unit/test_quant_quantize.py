@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.compress import masks as mk
-from edgeprune.compress.quantize import (QuantSpec, check_group, dequantize, group_params, pack_int4, rtn_quantize,
+from edgeprune.compress.sparse import masks as mk
+from edgeprune.compress.quant.quantize import (QuantSpec, check_group, dequantize, group_params, pack_int4, rtn_quantize,
                                          unpack_int4)  # fmt: skip
 from edgeprune.errors import EdgepruneError
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)

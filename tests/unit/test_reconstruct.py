@@ -1,4 +1,4 @@
-"""Local reconstruction (compress/reconstruct.py) on tiny random models: masks stay exact zeros,
+"""Local reconstruction (compress/reconstruct/local.py) on tiny random models: masks stay exact zeros,
 block outputs move towards the dense model's, every granularity and input mode runs, masked LoRA
 keeps the sparsity, bad input is one line (exit 2 from the CLI, nothing written)."""
 
@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from edgeprune.cli.main import main
-from edgeprune.compress import masks as mk
-from edgeprune.compress import reconstruct_maths as rm
+from edgeprune.compress.sparse import masks as mk
+from edgeprune.compress.reconstruct import maths as rm
 from edgeprune.data.calib import TokenWindows
-from edgeprune.compress.reconstruct import Reconstruct, reconstruct
+from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
 from edgeprune.steps import step_for
-from edgeprune.compress.sparsify import NMPrune, nm_prune
+from edgeprune.compress.sparse.oneshot import NMPrune, nm_prune
 from edgeprune.errors import EdgepruneError
 from tests.tiny import save_tiny, tiny_llama, tiny_per_layer
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -283,7 +283,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from tests.tiny import tiny_llama
 from edgeprune.data.calib import TokenWindows
-from edgeprune.compress.reconstruct import Reconstruct, reconstruct
+from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
 depth = int(sys.argv[1])
 dense = tiny_llama(num_hidden_layers=depth, hidden_size=256, intermediate_size=512, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=512)

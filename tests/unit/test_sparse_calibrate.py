@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.compress.sequential import capture_block_inputs, sequential
 from tests.tiny import tiny_llama, tiny_per_layer
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)

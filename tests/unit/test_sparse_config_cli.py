@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from edgeprune.cli.main import main
-from edgeprune.compress import masks as mk
-from edgeprune.compress.packed import WEIGHTS_FILE, load_packed
+from edgeprune.compress.sparse import masks as mk
+from edgeprune.compress.sparse.packed import WEIGHTS_FILE, load_packed
 from edgeprune.steps import step_for
-from edgeprune.compress.sparse_train import SparseTrain
-from edgeprune.compress.sparsify import NMPrune, WeightQuant
+from edgeprune.compress.sparse.ast import SparseTrain
+from edgeprune.compress.quant.weights import WeightQuant
+from edgeprune.compress.sparse.oneshot import NMPrune
 from edgeprune.errors import EdgepruneError
 from tests.tiny import save_tiny, tiny_llama
 from tests.unit.eval_helpers import TEST_DATA

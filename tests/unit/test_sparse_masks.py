@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.errors import EdgepruneError
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
 

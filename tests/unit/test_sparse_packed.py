@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.data.calib import TokenWindows
-from edgeprune.compress.packed import (WEIGHTS_FILE, decode_24, encode_24, load_packed, pack_bits, save_packed,
+from edgeprune.compress.sparse.packed import (WEIGHTS_FILE, decode_24, encode_24, load_packed, pack_bits, save_packed,
                                        unpack_bits)  # fmt: skip
-from edgeprune.compress.sparsify import NMPrune, WeightQuant, nm_prune, weight_quant
+from edgeprune.compress.quant.weights import WeightQuant, weight_quant
+from edgeprune.compress.sparse.oneshot import NMPrune, nm_prune
 from edgeprune.errors import EdgepruneError
 from tests.tiny import tiny_llama, tiny_tokenizer
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -121,7 +122,7 @@ def test_existing_output_is_not_replaced_without_overwrite(packed_dir):
 
 
 def test_one_shot_slorb_packs_and_reloads_exactly(tmp_path):
-    from edgeprune.compress.sparse_modules import SLoRBLinear
+    from edgeprune.compress.sparse.modules import SLoRBLinear
 
     model, _ = nm_prune(tiny_llama(), NMPrune(method="sparsegpt", slorb_k=16, quant=WeightQuant(group_size=32),
                                               calib_dtype="float32"), _calib(), progress=False)  # fmt: skip

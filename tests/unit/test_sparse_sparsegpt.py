@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgeprune.compress import masks as mk
-from edgeprune.compress.quantize import QuantSpec, hessian_error, rtn_quantize
-from edgeprune.compress.sparsegpt import gptq_quantize, sparsegpt_prune
+from edgeprune.compress.sparse import masks as mk
+from edgeprune.compress.quant.quantize import QuantSpec, hessian_error, rtn_quantize
+from edgeprune.compress.sparse.sparsegpt import gptq_quantize, sparsegpt_prune
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 
@@ -62,7 +62,7 @@ def test_gptq_error_is_at_most_rtn_error_and_keeps_zeros(bits, sym, group):
 
 
 def test_slorb_least_squares_lowers_the_error_where_the_group_mean_does_not():
-    from edgeprune.compress.sparse_modules import slorb_dense, slorb_init, slorb_lstsq
+    from edgeprune.compress.sparse.modules import slorb_dense, slorb_init, slorb_lstsq
 
     w, _, h = _layer()
     res = sparsegpt_prune(w, h, nm=(2, 4))

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.data.calib import TokenWindows
-from edgeprune.compress.packed import load_packed, save_packed
-from edgeprune.compress.sparse_modules import MaskedLinear, SLoRBLinear, merge_slorb, slorb_init
-from edgeprune.compress.sparse_train import SparseTrain, add_sr_ste_decay_, cosine_lr, decay_lambda, sparse_train
+from edgeprune.compress.sparse.packed import load_packed, save_packed
+from edgeprune.compress.sparse.modules import MaskedLinear, SLoRBLinear, merge_slorb, slorb_init
+from edgeprune.compress.sparse.ast import SparseTrain, add_sr_ste_decay_, cosine_lr, decay_lambda, sparse_train
 from edgeprune.compress.training import distill_loss
 from tests.tiny import tiny_llama
 from tests.unit.sparse_helpers import one_thread  # noqa: F401  (autouse fixture)
@@ -123,7 +123,7 @@ def test_trained_slorb_model_packs_and_reloads_exactly(tmp_path):
 
 
 def test_init_none_trains_an_already_sparse_model_against_the_given_teacher():
-    from edgeprune.compress.sparsify import NMPrune, nm_prune
+    from edgeprune.compress.sparse.oneshot import NMPrune, nm_prune
     from edgeprune.errors import EdgepruneError
 
     dense = tiny_llama(num_hidden_layers=2)

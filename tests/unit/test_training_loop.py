@@ -72,9 +72,9 @@ def test_distill_loss_kl_skips_ignored_labels_and_is_the_plain_mean_otherwise():
 
 
 def test_one_autocast_table_serves_every_step_config():
-    from edgeprune.compress.reconstruct import Reconstruct
-    from edgeprune.compress.sparse_train import SparseTrain
-    from edgeprune.compress.train import TrainConfig
+    from edgeprune.compress.reconstruct.local import Reconstruct
+    from edgeprune.compress.sparse.ast import SparseTrain
+    from edgeprune.compress.structured.recovery import TrainConfig
     from edgeprune.errors import EdgepruneError
 
     assert tr.TRAIN_DTYPES == {"float32": None, "bfloat16": torch.bfloat16}
@@ -167,7 +167,7 @@ def _moved(before: dict, model) -> float:
 
 
 def test_recovery_training_two_steps_match_the_loop_before_the_move():
-    from edgeprune.compress.train import TrainConfig, train
+    from edgeprune.compress.structured.recovery import TrainConfig, train
 
     model, teacher = tiny_llama(seed=1, num_hidden_layers=2), tiny_llama(seed=2, num_hidden_layers=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -178,7 +178,7 @@ def test_recovery_training_two_steps_match_the_loop_before_the_move():
 
 
 def test_sparse_training_two_steps_match_the_loop_before_the_move():
-    from edgeprune.compress.sparse_train import SparseTrain, sparse_train
+    from edgeprune.compress.sparse.ast import SparseTrain, sparse_train
 
     model = tiny_llama(seed=1, num_hidden_layers=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -191,8 +191,8 @@ def test_sparse_training_two_steps_match_the_loop_before_the_move():
 
 
 def test_reconstruction_fit_matches_the_loop_before_the_move():
-    from edgeprune.compress.reconstruct import Reconstruct, reconstruct
-    from edgeprune.compress.sparsify import NMPrune, nm_prune
+    from edgeprune.compress.reconstruct.local import Reconstruct, reconstruct
+    from edgeprune.compress.sparse.oneshot import NMPrune, nm_prune
 
     dense = tiny_llama(seed=1, num_hidden_layers=2)
     pruned, _ = nm_prune(copy.deepcopy(dense), NMPrune(method="magnitude"), TokenWindows(_ids(), "random"), progress=False)

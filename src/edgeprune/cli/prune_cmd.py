@@ -52,7 +52,8 @@ def run(args) -> int:
     out, cfg = check_out(args, "--force"), prune_config(args)
     check_text({"--calib-pool": args.calib_pool}, {"--seq-len": args.seq_len}, [args.calib, args.train_data])
     from edgeprune.compress import compress
-    from edgeprune.compress.structured import check_reachable, save_pruned
+    from edgeprune.compress.structured.budget import check_reachable
+    from edgeprune.compress.structured.prune import save_pruned
     from edgeprune.models import to_per_layer
 
     with running(args.threads) as (threads, rank, world_size, clock):

@@ -50,8 +50,8 @@ def run(args) -> int:
     out, cfg = check_out(args), reconstruct_config(args)
     check_text({"--calib-windows": args.calib_windows}, {"--calib-seq-len": args.calib_seq_len}, [args.calib])
     from edgeprune.compress import compress
-    from edgeprune.compress.reconstruct import check_pair
-    from edgeprune.compress.reconstruct_maths import block_windows
+    from edgeprune.compress.reconstruct.local import check_pair
+    from edgeprune.compress.reconstruct.maths import block_windows
     from edgeprune.compress.sequential import decoder_layers
     from edgeprune.models import save_model
 

@@ -47,9 +47,9 @@ def run(args) -> int:
     check_text({"--calib-windows": args.calib_windows}, {"--calib-seq-len": args.calib_seq_len, "--train-seq-len": args.train_seq_len},
                [args.calib, *(args.train_data.split(",") if args.train else [])])  # fmt: skip
     from edgeprune.compress import compress
-    from edgeprune.compress.packed import save_packed
-    from edgeprune.compress.sparse_modules import merge_all_slorb
-    from edgeprune.compress.sparsify import check_model
+    from edgeprune.compress.sparse.packed import save_packed
+    from edgeprune.compress.sparse.modules import merge_all_slorb
+    from edgeprune.compress.sparse.oneshot import check_model
     from edgeprune.fileio import write_text_atomic
     from edgeprune.models import save_model
 

@@ -15,7 +15,7 @@ def _given(args, *names: str) -> dict:
 
 def prune_config(args):
     """``edgeprune prune``: the StructuredPrune step, its recovery training nested."""
-    from edgeprune.compress.structured import StructuredPrune
+    from edgeprune.compress.structured.config import StructuredPrune
     from edgeprune.errors import EdgepruneError
 
     data = config_settings(args.config, StructuredPrune,
@@ -32,7 +32,7 @@ def prune_config(args):
 
 def reconstruct_config(args):
     """``edgeprune reconstruct``: the Reconstruct step."""
-    from edgeprune.compress.reconstruct import Reconstruct
+    from edgeprune.compress.reconstruct.local import Reconstruct
 
     flags = _given(args, "granularity", "blocks", "inputs", "trainable", "lora_rank", "loss", "lr", "epochs", "warmup",
                    "batch_size", "prune", "pattern", "autocast", "seed")  # fmt: skip
@@ -42,8 +42,9 @@ def reconstruct_config(args):
 def sparsify_steps(args):
     """``edgeprune sparsify``: ``(prune_or_train_step, quant_step)``; a one-shot prune carries its
     quantization nested (one pass; no second step), AST training has it as a step after."""
-    from edgeprune.compress.sparse_train import SparseTrain
-    from edgeprune.compress.sparsify import NMPrune, WeightQuant
+    from edgeprune.compress.sparse.ast import SparseTrain
+    from edgeprune.compress.quant.weights import WeightQuant
+    from edgeprune.compress.sparse.oneshot import NMPrune
     from edgeprune.errors import EdgepruneError
 
     quant = None

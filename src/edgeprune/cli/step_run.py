@@ -33,7 +33,7 @@ def load_input(source, *, packed: bool = True):
     """``(model, tokenizer, source_gguf)`` of a model (built-in name, HF directory, .gguf) or, where
     ``packed``, an artifact of ``edgeprune sparsify``. Not the LoadedModel: its holder would keep the
     weights alive after the caller replaced the model (a per-layer copy, a freed dense model)."""
-    from edgeprune.compress.packed import is_packed, load_packed
+    from edgeprune.compress.sparse.packed import is_packed, load_packed
     from edgeprune.models import load
 
     loaded = load_packed(source) if packed and source and is_packed(source) else load(source)

@@ -1,18 +1,28 @@
-"""Compression steps (structured pruning, reconstruction, 2:4 sparsity, quantization): issues 6-8.
+"""Compression steps: structured pruning, 2:4 sparsity, local reconstruction, quantization.
 
 Public API (imported lazily, so ``import edgeprune.compress`` does not import torch):
 
 - ``compress(model, step, calib)`` -> ``(model, report)``: the one verb (see ``api.py``), any
   registered step (:mod:`edgeprune.steps`), with a ``StepContext`` for what else it needs;
-- ``StructuredPrune`` + ``TrainConfig``: structured pruning (Adapt-Pruner and its baselines);
-- ``TokenWindows`` / ``calibration_windows``: calibration and training token windows from a source;
-- ``draw_calibration`` / ``draw_training``: the windows a step draws (as its CLI and a build do).
+- the step configs: ``StructuredPrune`` (+ ``TrainConfig``), ``NMPrune``, ``SparseTrain``,
+  ``Reconstruct``, ``WeightQuant``;
+- ``TokenWindows`` / ``calibration_windows`` / ``draw_calibration`` / ``draw_training``: text as
+  token windows (they live in :mod:`edgeprune.data`; re-exported here for convenience).
 
-Files: pure maths in ``importance.py`` (group scores) and ``allocation.py`` (per-layer widths),
-the coupling model and cutting in ``cut.py``, calibration statistics in ``stats.py``, the
-training loop in ``train.py``, orchestration in ``structured.py``; sources read into windows in
-``calib.py``, what each step draws in ``calib_policy.py``, layer-by-layer calibration passes in
-``sequential.py``.
+Where each method lives (maths files are pure tensor functions; the others orchestrate):
+
+- ``structured/``: width pruning. ``prune.py`` runs the stages; ``adapt.py`` Adapt-Pruner,
+  ``uniform.py`` Taylor-/magnitude-uniform (LLM-Pruner), ``flap.py`` FLAP; ``recovery.py``
+  recovery training between stages (also ``step: train``); maths: ``importance.py`` (group
+  scores), ``allocation.py`` (per-layer widths), ``cut.py`` (coupled rows, cutting); ``stats.py``
+  calibration statistics; ``budget.py`` what a target means in parameters.
+- ``sparse/``: N:M sparsity. ``oneshot.py`` magnitude / Wanda / SparseGPT, ``ast.py`` AST
+  (masked training with distillation and SLoRB); maths: ``masks.py`` (N:M masks, Wanda scores),
+  ``sparsegpt.py`` (OBS); ``modules.py`` masked and SLoRB Linears; ``packed.py`` the packed file.
+- ``reconstruct/``: local reconstruction (arXiv 2510.14444): ``local.py``, maths in ``maths.py``.
+- ``quant/``: ``weights.py`` RTN / GPTQ group quantization, maths in ``quantize.py``.
+- shared: ``training.py`` the one training loop (distributed, autocast, distillation,
+  checkpointing), ``sequential.py`` layer-by-layer calibration passes.
 """
 
 from __future__ import annotations
@@ -24,10 +34,14 @@ _LAZY = {
     "StepContext": "edgeprune.steps.context",
     "config_from_dict": "edgeprune.steps.registry",
     "config_from_yaml": "edgeprune.steps.registry",
-    "StructuredPrune": "edgeprune.compress.structured",
-    "StructuredPruneReport": "edgeprune.compress.structured",
-    "METHODS": "edgeprune.compress.structured",
-    "TrainConfig": "edgeprune.compress.train",
+    "StructuredPrune": "edgeprune.compress.structured.config",
+    "StructuredPruneReport": "edgeprune.compress.structured.config",
+    "METHODS": "edgeprune.compress.structured.config",
+    "NMPrune": "edgeprune.compress.sparse.oneshot",
+    "SparseTrain": "edgeprune.compress.sparse.ast",
+    "Reconstruct": "edgeprune.compress.reconstruct.local",
+    "WeightQuant": "edgeprune.compress.quant.weights",
+    "TrainConfig": "edgeprune.compress.structured.recovery",
     "TokenWindows": "edgeprune.data.calib",
     "calibration_windows": "edgeprune.data.calib",
     "draw_calibration": "edgeprune.data.calib_policy",

@@ -59,12 +59,12 @@ class Step:
 
 
 BUILTIN: tuple[Step, ...] = (
-    Step("prune", "edgeprune.compress.structured:StructuredPrune", "edgeprune.compress.structured:apply"),
-    Step("sparsify", "edgeprune.compress.sparsify:NMPrune", "edgeprune.compress.sparsify:apply_nm_prune"),
-    Step("quantize", "edgeprune.compress.sparsify:WeightQuant", "edgeprune.compress.sparsify:apply_weight_quant"),
-    Step("sparse_train", "edgeprune.compress.sparse_train:SparseTrain", "edgeprune.compress.sparse_train:apply"),
-    Step("reconstruct", "edgeprune.compress.reconstruct:Reconstruct", "edgeprune.compress.reconstruct:apply"),
-    Step("train", "edgeprune.compress.train:TrainConfig", "edgeprune.compress.train:apply"),  # recovery training alone
+    Step("prune", "edgeprune.compress.structured.config:StructuredPrune", "edgeprune.compress.structured.prune:apply"),
+    Step("sparsify", "edgeprune.compress.sparse.oneshot:NMPrune", "edgeprune.compress.sparse.oneshot:apply"),
+    Step("quantize", "edgeprune.compress.quant.weights:WeightQuant", "edgeprune.compress.quant.weights:apply"),
+    Step("sparse_train", "edgeprune.compress.sparse.ast:SparseTrain", "edgeprune.compress.sparse.ast:apply"),
+    Step("reconstruct", "edgeprune.compress.reconstruct.local:Reconstruct", "edgeprune.compress.reconstruct.local:apply"),
+    Step("train", "edgeprune.compress.structured.recovery:TrainConfig", "edgeprune.compress.structured.recovery:apply"),  # recovery training alone
     Step("export", "edgeprune.pipeline.build_steps:Export", "edgeprune.pipeline.build_steps:export", changes_model=False),
     Step("evaluate", "edgeprune.pipeline.build_steps:Evaluate", "edgeprune.pipeline.build_steps:evaluate",
          changes_model=False),  # fmt: skip

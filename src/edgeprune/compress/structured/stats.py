@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from edgeprune.compress import importance as imp
+from edgeprune.compress.sequential import CALIB_DTYPES
+from edgeprune.compress.structured import importance as imp
 
 CRITERIA = ("taylor", "magnitude", "fluctuation")
 
@@ -210,3 +211,20 @@ def _fluctuation_scores(model, stats: CalibStats) -> None:
             else:
                 _, var = imp.mean_and_variance(stats.down_moments[i])
                 stats.mlp_scores.append(imp.fluctuation(var, layer.mlp.down_proj.weight.detach()))
+
+
+def sample_windows(calib, cfg, gen):
+    return None if calib is None else calib.sample(cfg.calib_windows, gen)
+
+
+def one_pass_stats(model, cfg, calib, gen, report, *, progress: bool):
+    """Scores from one calibration pass (none for magnitude scores without bias compensation), as the
+    uniform and FLAP methods take them; the report keeps the first layer importance measured."""
+    m = cfg.resolved
+    data_pass = m.criterion != "magnitude" or m.bias_compensation
+    stats = collect_stats(model, sample_windows(calib, cfg, gen) if data_pass else None, criterion=m.criterion,
+                          layer_cos=bool(data_pass), moments=m.bias_compensation, micro_batch=cfg.micro_batch,
+                          autocast=CALIB_DTYPES[cfg.calib_dtype], progress=progress)  # fmt: skip
+    if stats.layer_importance is not None and report.layer_importance is None:
+        report.layer_importance = stats.layer_importance
+    return stats

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeprune.compress.structured import allocation as alloc
+from edgeprune.compress.structured import importance as imp
 from edgeprune.errors import EdgepruneError
 
 
@@ -178,3 +180,50 @@ def add_output_biases(model, attn: dict[int, torch.Tensor], mlp: dict[int, torch
         new.tie_weights()
     new.generation_config = src.generation_config
     return new.eval()
+
+
+# -- from scores to a cut (used by every structured method) ------------------------------------------
+
+
+def keep_from_scores(model, stats, kv, ff) -> dict[int, LayerKeep]:
+    """Per layer, the ``kv[i]`` / ``ff[i]`` highest-scoring groups (only layers that change)."""
+    cfg = model.config
+    cur_kv, cur_ff = cfg.kv_heads_per_layer(), cfg.intermediate_per_layer()
+    keep = {}
+    for i in range(cfg.num_hidden_layers):
+        if kv[i] == cur_kv[i] and ff[i] == cur_ff[i]:
+            continue
+        groups = tuple(range(cur_kv[i])) if kv[i] == cur_kv[i] else alloc.keep_top(stats.attn_scores[i], kv[i])
+        chans = tuple(range(cur_ff[i])) if ff[i] == cur_ff[i] else alloc.keep_top(stats.mlp_scores[i], ff[i])
+        keep[i] = LayerKeep(groups, chans)
+    return keep
+
+
+def cut_kept(model, keep: dict[int, LayerKeep], stats, bias_compensation: bool):
+    if not keep:
+        return model
+    attn_b, mlp_b = {}, {}
+    if bias_compensation:
+        cfg = model.config
+        heads, kvs = cfg.heads_per_layer(), cfg.kv_heads_per_layer()
+        for i, k in keep.items():
+            layer = model.model.layers[i]
+            if layer.self_attn is not None and len(k.kv_groups) < kvs[i] and stats.o_moments[i] is not None:
+                qo, _ = coupled_rows(k.kv_groups, n_rep=heads[i] // kvs[i], head_dim=cfg.head_dim)
+                removed = complement(qo, heads[i] * cfg.head_dim)
+                mean, _ = imp.mean_and_variance(stats.o_moments[i])
+                attn_b[i] = imp.compensation_bias(layer.self_attn.o_proj.weight.detach(), mean, removed)
+            if layer.mlp is not None and len(k.mlp_channels) < layer.mlp.intermediate_size and stats.down_moments[i] is not None:
+                removed = complement(torch.tensor(k.mlp_channels), layer.mlp.intermediate_size)
+                mean, _ = imp.mean_and_variance(stats.down_moments[i])
+                mlp_b[i] = imp.compensation_bias(layer.mlp.down_proj.weight.detach(), mean, removed)
+    new = cut_widths(model, keep)
+    if attn_b or mlp_b:
+        new = add_output_biases(new, attn_b, mlp_b)
+    return new
+
+
+def complement(kept: torch.Tensor, n: int) -> torch.Tensor:
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[torch.as_tensor(kept, dtype=torch.long)] = False
+    return mask.nonzero().flatten()

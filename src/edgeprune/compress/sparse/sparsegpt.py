@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from edgeprune.compress.masks import check_divides
-from edgeprune.compress.quantize import QuantizedWeight, QuantSpec, check_group, group_params
+from edgeprune.compress.sparse.masks import check_divides
+from edgeprune.compress.quant.quantize import QuantizedWeight, QuantSpec, check_group, group_params
 from edgeprune.threads import torch_threads
 from edgeprune.errors import EdgepruneError
 

@@ -55,8 +55,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgeprune.compress import masks as mk
-from edgeprune.compress.quantize import QuantSpec, dequantize, pack_int4, unpack_int4
+from edgeprune.compress.sparse import masks as mk
+from edgeprune.compress.quant.quantize import QuantSpec, dequantize, pack_int4, unpack_int4
 from edgeprune.errors import EdgepruneError
 
 FORMAT = "edgeprune-packed"
@@ -157,7 +157,7 @@ class PackReport:
 
 
 def _module_quant(module: nn.Module):
-    from edgeprune.compress.sparsify import stored_quant
+    from edgeprune.compress.quant.weights import stored_quant
 
     return stored_quant(module)
 
@@ -179,7 +179,7 @@ def _check_quant_matches(name: str, module: nn.Module, q) -> None:
 
 def pack_state(model, *, nm: tuple[int, int] | None) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """``(tensors, layout, parts)``: what :func:`save_packed` writes, computed in memory."""
-    from edgeprune.compress.sparse_modules import MaskedLinear
+    from edgeprune.compress.sparse.modules import MaskedLinear
 
     if any(isinstance(m, MaskedLinear) for m in model.modules()):
         raise EdgepruneError("the model still has training-time masked layers: finish sparse training (finalize) before packing")
@@ -436,7 +436,7 @@ def build_model(config_dir: Path, layout: dict):
     """An empty model of the saved architecture with SLoRB modules where the layout has them."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from edgeprune.compress.sparse_modules import SLoRBLinear, replace_module
+    from edgeprune.compress.sparse.modules import SLoRBLinear, replace_module
 
     from edgeprune.models.registration import register_now
 

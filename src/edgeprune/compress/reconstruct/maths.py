@@ -120,7 +120,7 @@ def block_windows(n_layers: int, k: int) -> list[tuple[int, int]]:
 def linear_lr(step: int, total: int, *, peak: float, warmup: float, min_ratio: float = 0.0) -> float:
     """Linear warmup over ``warmup * total`` steps, then linear decay to ``min_ratio * peak`` (the
     paper's linear schedule with warmup). ``step`` counts from 0."""
-    from edgeprune.compress.train import wsd_lr
+    from edgeprune.compress.structured.recovery import wsd_lr
 
     return wsd_lr(step, total, peak=peak, warmup=warmup, decay=1.0 - warmup, min_ratio=min_ratio)
 
@@ -131,7 +131,7 @@ def schedule_lr(step: int, total: int, *, peak: float, warmup: float, min_ratio:
     if kind == "linear":
         return linear_lr(step, total, peak=peak, warmup=warmup, min_ratio=min_ratio)
     if kind == "cosine":
-        from edgeprune.compress.sparse_train import cosine_lr
+        from edgeprune.compress.sparse.ast import cosine_lr
 
         return cosine_lr(step, total, peak=peak, warmup=warmup, min_ratio=min_ratio)
     raise ValueError(f"schedule {kind!r} is not one of {', '.join(SCHEDULES)}")

@@ -45,8 +45,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from edgeprune.compress import masks as mk
-from edgeprune.compress import reconstruct_maths as rm
+from edgeprune.compress.sparse import masks as mk
+from edgeprune.compress.reconstruct import maths as rm
 from edgeprune.compress.sequential import (
     BlockInputs,
     block_linears,
@@ -55,7 +55,7 @@ from edgeprune.compress.sequential import (
     decoder_layers,
 )
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
-from edgeprune.compress.sparse_modules import replace_module
+from edgeprune.compress.sparse.modules import replace_module
 from edgeprune.compress.training import TRAIN_DTYPES, autocast, clip_and_step, resolve_autocast, set_lr
 from edgeprune.errors import EdgepruneError
 from edgeprune.memory import PeakRss, rss_mb
@@ -269,7 +269,7 @@ def _submodels(model, dense, cfg: Reconstruct) -> list[Submodel]:
 
 @torch.no_grad()
 def _prune_linear(lin: nn.Linear, stats, cfg: Reconstruct) -> int:
-    from edgeprune.compress.sparsegpt import sparsegpt_prune
+    from edgeprune.compress.sparse.sparsegpt import sparsegpt_prune
 
     nm = mk.parse_pattern(cfg.pattern)
     w = lin.weight.detach().float()

@@ -31,7 +31,6 @@ from edgeprune.compress.training import (TRAIN_DTYPES, adamw, embedding_params, 
                                          resolve_autocast, set_gradient_checkpointing, set_lr, shuffled_order, world,
                                          wrap_ddp)  # fmt: skip
 # re-exported for the importers of its old home here (cli/prune_cmd.py, cli/sparsify_cmd.py; structured.py imports world)
-from edgeprune.compress.training import distributed_from_env  # noqa: F401
 from edgeprune.errors import EdgepruneError
 
 SPLITS = ("linear", "constant")

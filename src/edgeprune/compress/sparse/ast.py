@@ -57,10 +57,10 @@ from pathlib import Path
 
 import torch
 
-from edgeprune.compress import masks as mk
+from edgeprune.compress.sparse import masks as mk
 from edgeprune.compress.sequential import block_linears, decoder_layers
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
-from edgeprune.compress.sparse_modules import MaskedLinear, SLoRBLinear, replace_module, slorb_init
+from edgeprune.compress.sparse.modules import MaskedLinear, SLoRBLinear, replace_module, slorb_init
 from edgeprune.compress.training import (TRAIN_DTYPES, adamw, distill_loss, embedding_params, lm_step, mean_over_ranks,
                                          resolve_autocast, set_lr, shuffled_order, world, wrap_ddp)  # fmt: skip
 from edgeprune.errors import EdgepruneError
@@ -285,7 +285,7 @@ def sparse_train(model, cfg: SparseTrain, calib=None, *, train_data=None, progre
     """
     from tqdm.auto import tqdm
 
-    from edgeprune.compress.sparsify import NMPrune, check_model, nm_prune
+    from edgeprune.compress.sparse.oneshot import NMPrune, check_model, nm_prune
 
     t0 = time.perf_counter()
     nm = cfg.nm

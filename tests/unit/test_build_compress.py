@@ -196,3 +196,17 @@ steps:
     after = load(str(tmp_path / "out" / "stages" / "02-sparse_train" / "model")).model
     w0, w1 = before.model.layers[1].mlp.down_proj.weight, after.model.layers[1].mlp.down_proj.weight
     assert mk.satisfies_nm(w0.detach(), 2, 4) and torch.equal(w0 != 0, w1 != 0) and not torch.equal(w0, w1)
+
+
+def test_the_targets_width_alignment_reaches_a_prune_step_that_leaves_it_open(tmp_path):
+    # the plan's width_align is applied, not only reported; a recipe that sets align keeps its own
+    from edgeprune.pipeline.runner import prepare
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  - step: prune\n    target: 0.2\n  - structured_prune: {target: 0.2, align: 8}\n"
+                      "  - step: export\n")  # fmt: skip
+    steps, plan, _ = prepare("h100", model=None, recipe=str(recipe), out=tmp_path / "o")
+    assert plan.width_align.value == 64
+    assert [s.align for s in steps.steps[:2]] == [64, 8]
+    steps, plan, _ = prepare("raspberry-pi-5-8gb", model=None, recipe=str(recipe), out=tmp_path / "o")
+    assert [s.align for s in steps.steps[:2]] == [plan.width_align.value, 8]

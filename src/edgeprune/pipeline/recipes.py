@@ -7,7 +7,7 @@ A recipe is checked before any weight is loaded, and every problem is reported a
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -89,6 +89,19 @@ class Recipe:
     name: str
     description: str
     steps: tuple[StepConfig, ...]
+    given: tuple[frozenset[str], ...] = ()  # per step, the keys its YAML set (the rest are defaults)
+
+    def fit_to_plan(self, plan) -> Recipe:
+        """The recipe with what the recipe left to the target taken from ``plan``: a step's width
+        ``align`` (MLP widths in multiples of it) becomes the target's ``width_align`` where the step
+        has one and its YAML did not set it, so a pruned model's widths suit the target's kernels."""
+        steps = []
+        for i, cfg in enumerate(self.steps):
+            given = self.given[i] if i < len(self.given) else frozenset(cfg.to_dict())
+            if hasattr(cfg, "align") and "align" not in given and cfg.align != plan.width_align.value:
+                cfg = cfg.replace(align=plan.width_align.value)
+            steps.append(cfg)
+        return replace(self, steps=tuple(steps))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(
@@ -124,6 +137,7 @@ def parse_recipe(name_or_path: str) -> Recipe:
     if unknown_top:
         problems.append(f"unknown top-level key(s) {', '.join(map(repr, unknown_top))} (use description, steps)")
     steps: list[StepConfig] = []
+    given: list[frozenset[str]] = []
     for i, raw in enumerate(data["steps"], 1):
         try:
             cfg = config_from_dict(raw, where=f"step {i}")
@@ -132,6 +146,8 @@ def parse_recipe(name_or_path: str) -> Recipe:
             continue
         problems.extend(f"step {i} ({cfg.STEP}): {p}" for p in cfg.check())
         steps.append(cfg)
+        settings = next(iter(raw.values())) if "step" not in raw else raw  # the wrapped form {name: {settings}}
+        given.append(frozenset(settings or {}) - {"step"})
     names = [s.STEP for s in steps]
     if "profile" in names and ("export" not in names or names.index("profile") < names.index("export")):
         problems.append("a profile step needs an export step before it (it measures the exported artifact)")
@@ -142,7 +158,7 @@ def parse_recipe(name_or_path: str) -> Recipe:
             problems.append(f"step(s) {', '.join(late)} come after the last export: their result would never ship")
     if problems:
         raise EdgepruneError(f"recipe {name} has {len(problems)} problem(s): " + " | ".join(problems))
-    return Recipe(name=name, description=str(data.get("description", "")), steps=tuple(steps))
+    return Recipe(name=name, description=str(data.get("description", "")), steps=tuple(steps), given=tuple(given))
 
 
 def registered_recipes() -> list[str]:

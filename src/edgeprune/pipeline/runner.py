@@ -134,7 +134,7 @@ def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max
             problems.append(str(exc))
     if problems:
         raise EdgepruneError(" | ".join(problems))
-    return recipe_obj, plan, info
+    return recipe_obj.fit_to_plan(plan), plan, info
 
 
 def check_build_dir(out: Path, *, resume: bool) -> None:

@@ -160,3 +160,12 @@ def scratch_file(directory: str | Path, hint: str):
         yield Path(name)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """``dst`` as a hard link to ``src`` (one copy on disk: a build's final artifact and its stage's
+    are the same bytes), or a copy where the filesystem has no hard links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -55,4 +55,6 @@ def test_a_registered_step_and_format_run_through_a_tiny_build(plugins, tmp_path
     assert exported["figures"]["format"] == "fake" and exported["figures"]["quant"] == "int8"
     artifact = tmp_path / "out" / "stages" / "02-export" / "m-int8.fake"
     assert json.loads(artifact.read_text()) == {"quant": "int8"}
+    shipped = tmp_path / "out" / "m-int8.fake"  # the final copy is the stage's bytes, not a second copy
+    assert shipped.read_bytes() == artifact.read_bytes() and shipped.stat().st_ino == artifact.stat().st_ino
     assert evaluated["figures"]["what"] == "fake int8" and evaluated["figures"]["ppl"] > 1  # the format's own backend

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from edgeprune.export.registry import get_format
-from edgeprune.fileio import atomic_file, write_text_atomic
+from edgeprune.fileio import atomic_file, link_or_copy, write_text_atomic
 
 
 def write_report(ctx, header: dict) -> dict:
@@ -23,10 +23,11 @@ def write_report(ctx, header: dict) -> dict:
             from edgeprune.fileio import atomic_dir
 
             with atomic_dir(dst) as tmp_dir:  # a killed copy never leaves a half folder under the final name
-                shutil.copytree(src, tmp_dir, dirs_exist_ok=True)
+                shutil.copytree(src, tmp_dir, dirs_exist_ok=True, copy_function=link_or_copy)
         else:
             with atomic_file(dst, overwrite=True) as tmp:
-                shutil.copyfile(src, tmp)
+                tmp.unlink(missing_ok=True)
+                link_or_copy(src, tmp)
         finals.append({**art, "path": str(dst)})
     profiles = [s["figures"] for s in ctx.stages if s["step"] == "profile"]
     profile = profiles[-1] if profiles else None

@@ -57,6 +57,7 @@ def test_build_runs_and_resumes_after_kill(tmp_path):
     ref = build("host", model=str(model_dir), recipe=str(recipe), out=tmp_path / "ref", log=lambda m: None)
     assert [s["step"] for s in ref["stages"]] == ["evaluate", "prune", "export", "evaluate", "profile"]
     assert ref["stages"][0]["figures"]["ppl"] > 1 and ref["stages"][3]["figures"]["ppl"] > 1
+    assert ref["stages"][0]["figures"]["what"] == "torch fp32"  # a float checkpoint: no GGUF grid to name
     assert ref["stages"][1]["figures"]["params"] < sum(p.numel() for p in model.parameters())  # the GGUF is pruned
     assert ref["measured_host"]["decode_tps"] > 0 and "raspberry-pi-5-8gb" in ref["predicted"]
     assert {p.name for p in (tmp_path / "ref").iterdir()} >= {"report.md", "report.json", "model-q8_0.gguf",
@@ -82,3 +83,15 @@ def test_build_runs_and_resumes_after_kill(tmp_path):
     assert not list((out / "stages").glob(".*.tmp"))
     a, b = _checksums(tmp_path / "ref"), _checksums(out)
     assert a["artifacts"] == b["artifacts"] and a["outputs"] == b["outputs"]
+
+
+def test_a_build_names_the_grid_its_fp32_weights_came_from(tmp_path):
+    # the packaged model is a dequantized Q4_1: "fp32" alone would overstate its precision
+    from edgeprune.models import tokenizer_record
+    from edgeprune.models.builtin import builtin_path
+    from edgeprune.pipeline.build_steps import _gguf_weights_type
+
+    gguf = str(builtin_path("smollm2-135m"))
+    assert _gguf_weights_type(gguf) == "q4_1"
+    tokenizer_record.write(tmp_path, gguf)  # a pruned directory's record holds no weights
+    assert _gguf_weights_type(str(tokenizer_record.find(tmp_path))) is None

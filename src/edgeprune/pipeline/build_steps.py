@@ -8,6 +8,7 @@ report)``, :mod:`edgeprune.steps`), return the model they were given, write only
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgeprune.config import StepConfig
 from edgeprune.errors import EdgepruneError
@@ -104,7 +105,11 @@ def evaluate(model, cfg: Evaluate, ctx):
         ev = Evaluator(art["path"], tokenizer=ctx.tokenizer, batch_tokens=cfg.batch_tokens)  # its format's runtime
     else:
         params = sum(p.numel() for p in model.parameters())
-        figures = {"what": "torch fp32", "bytes": params * 4, "params": params}
+        what = "torch fp32"
+        source = _gguf_weights_type(ctx.source_gguf)
+        if source:  # fp32 here holds a dequantized grid, not a float checkpoint: say so
+            what += f" (weights dequantized from a {source} GGUF)"
+        figures = {"what": what, "bytes": params * 4, "params": params}
         ev = Evaluator(model, tokenizer=ctx.tokenizer, batch_tokens=cfg.batch_tokens)
     try:
         if cfg.ppl:
@@ -117,6 +122,18 @@ def evaluate(model, cfg: Evaluate, ctx):
     finally:
         ev.close()
     return model, figures
+
+
+def _gguf_weights_type(path) -> str | None:
+    """The weight type of the GGUF a build's model was loaded from; None when there is none, or when
+    the file is a pruned directory's tokenizer record (tokenizer keys only, no weights)."""
+    from edgeprune.models import tokenizer_record
+
+    if not path or Path(path).name == tokenizer_record.RECORD_NAME:
+        return None
+    from edgeprune.describe import describe
+
+    return describe(path).get("dtype")
 
 
 def profile(model, cfg: Profile, ctx):

@@ -5,6 +5,8 @@ quantize.py, the read-back in verify.py. Order of work: validate everything that
 without writing (settings, output folder, architecture), export into a temporary folder beside the
 output, tidy and quantize, check with ``onnx.checker``, run it in onnxruntime against torch, then
 rename the folder into place. A failure at any step raises EdgepruneError and leaves nothing behind.
+Tidying drops the exporters' records of the run (stack traces with absolute paths): the same model
+and settings give byte-identical graphs from any checkout, folder or process.
 
 The folder holds ``model.onnx`` (plus ``model.onnx.data`` above protobuf's 2 GB limit),
 ``export_report.json``, ``genai_config.json`` and, when a tokenizer is given, its files.
@@ -299,6 +301,7 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
 
     t0 = time.perf_counter()
     graph = onnx.load(str(raw / names.MODEL_FILE))  # pulls in external data the exporter wrote
+    passes.strip_metadata(graph)  # the exporter's stack traces: the same model, the same bytes anywhere
     passes.tidy_graph(graph, lm.config.num_hidden_layers)
     if lm.config.tie_word_embeddings:
         passes.share_tied_lm_head(graph)  # one copy of a tied embedding, whichever exporter ran
@@ -345,7 +348,8 @@ def _write_graph(lm, final: Path, cfg: OnnxExportConfig, *, external: bool, timi
         quantization["matmuls"] = quantize.matmul_precisions(qgraph)
         # above 2 GB the quantized weights stay on disk: the 2:4 read-back is skipped there
         two_four = quantize.sparsity_summary(sparse, qgraph) if not external else None
-        # the quantizers do not promise to carry metadata_props over: write them again
+        # the quantizers do not promise to carry metadata_props over (or to add none): write them again
+        passes.strip_metadata(qgraph)
         set_metadata(qgraph, lm, cfg.quant, block_size=_block(cfg))
         _save_proto_only(qgraph, final)
     timings["write_s"] = time.perf_counter() - t0

@@ -40,6 +40,7 @@ META_VOCAB = "edgeprune.vocab_size"
 META_SOURCE_TYPE = "edgeprune.source_model_type"
 META_QUANT = "edgeprune.quant"
 META_VERSION = "edgeprune.version"
+META_PREFIX = "edgeprune."  # of every key above: the model metadata passes.strip_metadata keeps
 
 
 def past_names(n_layers: int) -> list[str]:

@@ -1,8 +1,10 @@
 """Graph passes on the exported ModelProto (pure proto/numpy work, no onnxruntime).
 
-``tidy_graph`` gives both exporters' output the same axis names; ``share_tied_lm_head`` and
-``untie_transposed_initializers`` move a tied embedding between one shared copy (float32: fewer
-bytes) and a separate lm_head matrix (quantized graphs: the quantizers only touch initializers).
+``tidy_graph`` gives both exporters' output the same axis names; ``strip_metadata`` drops what
+they record about the machine that ran them, so the same model gives the same bytes anywhere;
+``share_tied_lm_head`` and ``untie_transposed_initializers`` move a tied embedding between one
+shared copy (float32: fewer bytes) and a separate lm_head matrix (quantized graphs: the
+quantizers only touch initializers).
 """
 
 from __future__ import annotations
@@ -33,6 +35,58 @@ def tidy_graph(graph, n_layers: int) -> None:
                 dim.dim_param = name  # clears dim_value too (a oneof)
     del graph.graph.value_info[:]
     graph.graph.name = "edgeprune_decoder"
+
+
+def strip_metadata(model) -> int:
+    """Drop every ``doc_string`` and ``metadata_props`` in ``model`` but edgeprune's own; return how many went.
+
+    The dynamo exporter gives each node ``pkg.torch.onnx.*`` records (FX node text, module scopes
+    and a stack trace naming the checkout's and the venv's absolute paths) and the graph its
+    ``pkg.torch.export.*`` signature: on a 3-layer tiny model ~160 KB of a 700 KB file, and a
+    different file from a checkout elsewhere. Nodes, their attributes (subgraphs and constant
+    tensors included), value infos, initializers, graphs and functions all lose them; names, shapes,
+    external-data locations and the opsets, what onnxruntime and onnxruntime-genai read, stay. The
+    model's own metadata keeps edgeprune's keys (names.META_PREFIX, what ``edgeprune inspect`` reads).
+    """
+    own = [(p.key, p.value) for p in model.metadata_props if p.key.startswith(names.META_PREFIX)]
+    dropped = _clear(model) - len(own)
+    for key, value in own:
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    graphs = [model.graph] + [t.algorithm for t in model.training_info]
+    graphs += [t.initialization for t in model.training_info if t.HasField("initialization")]
+    for function in model.functions:
+        dropped += _clear(function, *function.value_info, *function.attribute_proto) + _strip_nodes(function.node)
+    return dropped + sum(_strip_graph(g) for g in graphs)
+
+
+def _strip_graph(graph) -> int:
+    sparse = [t for s in graph.sparse_initializer for t in (s.values, s.indices)]
+    values = (*graph.input, *graph.output, *graph.value_info, *graph.initializer, *sparse)
+    return _clear(graph, *values) + _strip_nodes(graph.node)
+
+
+def _strip_nodes(nodes) -> int:
+    dropped = 0
+    for node in nodes:
+        dropped += _clear(node)
+        for attr in node.attribute:
+            tensors = ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+            dropped += _clear(attr, *tensors)
+            dropped += sum(_strip_graph(g) for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs))
+    return dropped
+
+
+def _clear(*messages) -> int:
+    """Empty ``doc_string`` and (where the message has it) ``metadata_props``; count what was there."""
+    dropped = 0
+    for message in messages:
+        dropped += bool(message.doc_string)
+        message.ClearField("doc_string")
+        if "metadata_props" in message.DESCRIPTOR.fields_by_name:
+            dropped += len(message.metadata_props)
+            message.ClearField("metadata_props")
+    return dropped
 
 
 def untie_transposed_initializers(model) -> int:

@@ -3,7 +3,8 @@
     python tests/data/make_excerpts.py [--src DIR] [--check]
 
 ``--src`` defaults to ``$EDGEPRUNE_DATA``, else ``../shared/data`` beside the checkout. Every
-excerpt is the *first* records of its source file, byte for byte (see README.md). ``--check``
+excerpt is the *first* records of its source file, byte for byte (see README.md), except the
+Gutenberg books (``headtail``), which keep their first and last lines so their license footer is in. ``--check``
 rewrites nothing: it exits 1 when an excerpt here differs from what the source gives.
 """
 
@@ -25,6 +26,8 @@ REPO = HERE.parents[1]
 #   tasks6:  the first n tasks of 6 lines each (llama.cpp HellaSwag text)
 #   array:   the first n elements of a JSON array, written with the source's own layout (indent 4)
 #   bytes:   at most n bytes, cut after the last complete line
+#   docs:    the first n WikiExtractor records (through the n-th "</doc>" line)
+#   headtail: at most n[0] bytes from the start and n[1] from the end, each cut at a line boundary
 EXCERPTS = {
     "zeroshot/arc_easy/test.jsonl": ("lines", 100),  # 100: five items with "1".."4" labels, one with 3 choices
     "zeroshot/arc_challenge/test.jsonl": ("lines", 50),  # 50: one item with "1".."4" labels (record 45)
@@ -36,10 +39,15 @@ EXCERPTS = {
     "zeroshot/winogrande/dev-labels.lst": ("lines", 40),
     "zeroshot/openbookqa/test.tsv": ("header", 40),
     "calib/tiny_shakespeare.txt": ("bytes", 60_000),  # ~15k SmolLM2 tokens: >100 windows of 128
+    # the general corpus: each format, for its reader's tests (tests/unit/test_general_data.py)
+    "general/c4/c4_sample.jsonl": ("lines", 12),
+    "general/wikipedia/AA/wiki_00": ("docs", 60),  # 60 records: 6 articles, 54 title-only stubs (skipped)
+    "general/gutenberg/pg23.txt": ("headtail", (4_000, 20_000)),  # "*** START", then "End of the ...", "*** END", license
+    "general/gutenberg/pg4657.txt": ("headtail", (4_000, 14_500)),  # old format: no END marker, header repeated at the end
 }
 
 
-def cut(raw: bytes, how: str, n: int) -> bytes:
+def cut(raw: bytes, how: str, n) -> bytes:
     if how in ("lines", "header", "tasks6"):
         lines = raw.splitlines(keepends=True)
         count = {"lines": n, "header": n + 1, "tasks6": 6 * n}[how]
@@ -54,6 +62,14 @@ def cut(raw: bytes, how: str, n: int) -> bytes:
     if how == "bytes":
         end = raw.rfind(b"\n", 0, n)
         return raw[: end + 1]
+    if how == "docs":
+        end = -1
+        for _ in range(n):
+            end = raw.index(b"</doc>\n", end + 1)
+        return raw[: end + len(b"</doc>\n")]
+    if how == "headtail":
+        head, tail = n
+        return cut(raw, "bytes", head) + raw[raw.index(b"\n", len(raw) - tail) + 1 :]
     raise ValueError(how)
 
 

@@ -16,6 +16,13 @@ from tests.unit.eval_helpers import TEST_DATA
 SHAKESPEARE = TEST_DATA / "calib" / "tiny_shakespeare.txt"  # an excerpt: the tests need no data directory
 
 
+@pytest.fixture(autouse=True)
+def no_general_text(monkeypatch, tmp_path_factory):
+    """A data directory without ``general/``: a build with no --calib calibrates on ``self`` here,
+    whether or not the machine has ../shared/data (test_general_data.py covers the general default)."""
+    monkeypatch.setenv("EDGEPRUNE_DATA", str(tmp_path_factory.mktemp("data")))
+
+
 def test_every_builtin_recipe_is_runnable_here():
     from edgeprune.pipeline.recipes import BUILTIN_RECIPES
 

@@ -60,6 +60,14 @@ class _Model:
 MODEL, DENSE, TOKENIZER = _Model("model"), _Model("dense"), object()
 
 
+@pytest.fixture(autouse=True)
+def data_dir(monkeypatch, tmp_path):
+    """A data directory without general/: the default source is self, whatever sits beside the checkout."""
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("EDGEPRUNE_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
 @pytest.fixture
 def drawn(monkeypatch):
     """Every calibration_windows call as (source, n_windows, seq_len, seed, writer of `self` text)."""
@@ -147,6 +155,22 @@ CASES = {
 def test_a_cli_and_a_build_of_the_same_step_draw_the_same_windows(case, drawn, monkeypatch, tmp_path):
     argv, build_source, stop_at, expected = CASES[case]
     cfg = _run_cli(argv, monkeypatch, tmp_path, stop_at)
+    from_cli = list(drawn)
+    drawn.clear()
+    _run_build(cfg, build_source, monkeypatch, tmp_path, stop_at)
+    assert from_cli == drawn == expected
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("prune", [("general", 64, 128, 0, None), ("general", 8, 128, 1, None)]),  # training follows --calib
+    ("sparsify-ast-teacher", [("general", 20, 256, 1, None)]),  # --train-data's default too
+])  # fmt: skip
+def test_where_the_data_directory_has_general_it_is_the_default_of_a_cli_and_a_build(case, expected, drawn, monkeypatch,
+                                                                                       tmp_path, capsys):  # fmt: skip
+    monkeypatch.setenv("EDGEPRUNE_DATA", str(TEST_DATA))  # holds general/ (excerpts)
+    argv, build_source, stop_at, _ = CASES[case]
+    cfg = _run_cli(argv, monkeypatch, tmp_path, stop_at)
+    assert "given: using general" in capsys.readouterr().err  # the one line that says which
     from_cli = list(drawn)
     drawn.clear()
     _run_build(cfg, build_source, monkeypatch, tmp_path, stop_at)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from edgeprune.cli.options import add_calib, add_config, add_out, add_run_flags
+from edgeprune.cli.options import add_calib, add_config, add_out, add_run_flags, check_text_flags
 
 
 def add_parser(sub) -> None:
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--align", type=int, default=None, help="MLP widths in multiples of this (default 32)")
     p.add_argument("--stages", type=int, default=None, help="prune-then-train stages (default 1)")
     add_config(p, "structured_prune")
-    add_calib(p, "self")
+    add_calib(p)
     p.add_argument("--calib-pool", type=int, default=calib.n_windows, help=f"calibration windows in the pool (default {calib.n_windows})")
     p.add_argument("--calib-windows", type=int, default=None, help="windows drawn per mini-step (default 32)")
     p.add_argument("--seq-len", type=int, default=calib.seq_len, help=f"calibration/training window length in tokens (default {calib.seq_len})")
@@ -46,11 +46,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from edgeprune.cli.step_configs import prune_config
-    from edgeprune.cli.step_run import check_out, check_text, load_input, running, step_context
+    from edgeprune.cli.step_run import check_out, load_input, running, step_context
     from edgeprune.cli.step_summaries import prune_summary
 
     out, cfg = check_out(args, "--force"), prune_config(args)
-    check_text({"--calib-pool": args.calib_pool}, {"--seq-len": args.seq_len}, [args.calib, args.train_data])
+    check_text_flags(args, {"--calib-pool": args.calib_pool}, {"--seq-len": args.seq_len})
     from edgeprune.compress import compress
     from edgeprune.compress.structured.budget import check_reachable
     from edgeprune.compress.structured.prune import save_pruned

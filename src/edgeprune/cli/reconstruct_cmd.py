@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from edgeprune.cli.options import add_calib, add_config, add_out, add_run_flags
+from edgeprune.cli.options import add_calib, add_config, add_out, add_run_flags, check_text_flags
 
 
 def add_parser(sub) -> None:
@@ -37,18 +37,18 @@ def add_parser(sub) -> None:
     p.add_argument("--pattern", default=None, help="in-loop pattern: N:M or unstructured (default 2:4)")
     p.add_argument("--autocast", default=None, help="auto | float32 | bfloat16 autocast of the block passes (default auto: bfloat16 where the CPU has bf16 instructions)")
     add_config(p, "reconstruct")
-    add_calib(p, "shakespeare", writer="dense-model", windows_of="reconstruct")
+    add_calib(p, writer="dense-model", windows_of="reconstruct")
     add_run_flags(p, seed=None, seed_help="seed of the calibration draw and the batch order (default 0)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from edgeprune.cli.step_configs import reconstruct_config
-    from edgeprune.cli.step_run import check_out, check_text, load_input, running, step_context
+    from edgeprune.cli.step_run import check_out, load_input, running, step_context
     from edgeprune.cli.step_summaries import reconstruct_lines
 
     out, cfg = check_out(args), reconstruct_config(args)
-    check_text({"--calib-windows": args.calib_windows}, {"--calib-seq-len": args.calib_seq_len}, [args.calib])
+    check_text_flags(args, {"--calib-windows": args.calib_windows}, {"--calib-seq-len": args.calib_seq_len})
     from edgeprune.compress import compress
     from edgeprune.compress.reconstruct.local import check_pair
     from edgeprune.compress.reconstruct.maths import block_windows

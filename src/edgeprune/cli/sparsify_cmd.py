@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from edgeprune.cli.options import add_calib, add_config, add_out, add_run_flags
+from edgeprune.cli.options import add_calib, add_config, add_out, add_run_flags, check_text_flags
 from edgeprune.cli.sparsify_options import add_quant_flags, add_training_flags
 
 
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--teacher", default=None, help="the dense model AST distils from (default: the input model before "
                    "pruning); required with --method none")  # fmt: skip
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed, for --pattern unstructured only")
-    add_calib(p, "shakespeare", windows_of="nm_prune")
+    add_calib(p, windows_of="nm_prune")
     add_training_flags(p)
     add_config(p, "sparse_train")
     add_quant_flags(p)
@@ -38,14 +38,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from edgeprune.cli.step_configs import sparsify_steps
-    from edgeprune.cli.step_run import check_out, check_text, load_input, running, step_context
+    from edgeprune.cli.step_run import check_out, load_input, running, step_context
     from edgeprune.cli.step_summaries import sparsify_lines, sparsify_summary, where_24_pays
 
     out, (step, quant_after) = check_out(args), sparsify_steps(args)
     quant = quant_after if quant_after is not None else getattr(step, "quant", None)  # one-shot: nested, one pass
     notes = where_24_pays(args.target)  # an unknown --target fails here, before any loading
-    check_text({"--calib-windows": args.calib_windows}, {"--calib-seq-len": args.calib_seq_len, "--train-seq-len": args.train_seq_len},
-               [args.calib, *(args.train_data.split(",") if args.train else [])])  # fmt: skip
+    check_text_flags(args, {"--calib-windows": args.calib_windows}, {"--calib-seq-len": args.calib_seq_len,
+                     "--train-seq-len": args.train_seq_len}, trains=args.train is not None)  # fmt: skip
     from edgeprune.compress import compress
     from edgeprune.compress.sparse.packed import save_packed
     from edgeprune.compress.sparse.modules import merge_all_slorb

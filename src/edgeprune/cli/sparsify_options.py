@@ -7,12 +7,13 @@ QUANTS = {"none": None, "int4": 4, "int8": 8}  # --quant -> bits
 
 
 def add_training_flags(p) -> None:
+    from edgeprune.cli.options import DEFAULT_TEXT
     from edgeprune.data.calib_policy import policy
 
     train = policy("sparse_train").training  # the defaults a build's sparse_train step draws with too
     p.add_argument("--train", default=None, choices=["ast"], help="recover with AST sparse training")
     p.add_argument("--tokens", type=int, default=None, help="AST token budget (default 300000)")
-    p.add_argument("--train-data", default="self", help="AST training text (same choices as --calib, comma-separated to mix; default self)")
+    p.add_argument("--train-data", default=None, help=f"AST training text (same choices as --calib, comma-separated to mix; default: {DEFAULT_TEXT})")
     p.add_argument("--train-seq-len", type=int, default=train.seq_len, help=f"AST window length in tokens (default {train.seq_len})")
     p.add_argument("--train-windows", type=int, default=None,
                    help=f"distinct AST windows per source (default: one epoch, at most {train.max_windows} in all)")  # fmt: skip

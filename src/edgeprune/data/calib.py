@@ -1,15 +1,22 @@
-"""Calibration and training text as token windows: from a file, a named corpus, or the model itself.
+"""Calibration and training text as token windows: from a file, a named corpus, a folder of
+documents, or the model itself.
 
-Sources (``source`` argument):
+Sources (``source`` argument; None: :func:`edgeprune.data.general.default_source`, i.e. ``general``
+where the data directory has it, else ``self``):
+- ``"general"``: the data directory's ``general/`` folder (C4, Wikipedia, Project Gutenberg),
+  documents mixed in equal shares per corpus, tokenised lazily, a 2% held-out slice never drawn,
+  cached (:mod:`edgeprune.data.general`);
 - ``"self"``: data-free text sampled from the model itself (LLM-QAT's recipe: a random first token,
   the next few greedy, then sampling at temperature 1), seeded with a ``torch.Generator`` and
   cached under ``<cache>/calib`` so every run sees the same windows;
 - ``"shakespeare"``: ``calib/tiny_shakespeare.txt`` of the shared data directory;
 - ``"wikitext2-valid"``: the WikiText-2 *validation* file;
+- a folder of ``.txt`` / ``.jsonl`` files, or a ``.jsonl`` file (a ``text`` field per line): a
+  user's own documents, read as ``general`` is (:mod:`edgeprune.data.general`);
 - any other string: a UTF-8 text file path.
 
 The WikiText-2 *test* file is the evaluation set and is refused, by name, path and content hash.
-Files are tokenised once without special tokens, cut into non-overlapping windows of ``seq_len``,
+Text files are tokenised once without special tokens, cut into non-overlapping windows of ``seq_len``,
 and ``n_windows`` of them are drawn with a seeded permutation.
 
 How many windows of what length a compression step draws, with which seed, is
@@ -20,51 +27,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edgeprune.data.documents import check_not_eval_set
+from edgeprune.data.general import GENERAL, default_source, document_windows, general_root, is_document_source
+from edgeprune.data.windows import TokenWindows
 from edgeprune.errors import EdgepruneError
 
 NAMED_SOURCES = {
     "shakespeare": "calib/tiny_shakespeare.txt",
     "wikitext2-valid": "wikitext-2-raw/wiki.valid.raw",
 }
-# SHA-256 of wikitext-2-raw/wiki.test.raw (see shared/data/PROVENANCE.md): never calibrate on it.
-EVAL_SET_SHA256 = "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"
 SELF_GEN_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TokenWindows:
-    """``ids``: ``(n, seq_len)`` token ids; ``source``: where they came from (for reports)."""
-
-    ids: torch.Tensor
-    source: str
-
-    def __post_init__(self):
-        if self.ids.ndim != 2 or self.ids.dtype != torch.long:
-            raise ValueError(f"ids must be a (n, seq_len) long tensor, got {tuple(self.ids.shape)} {self.ids.dtype}")
-
-    def __len__(self) -> int:
-        return self.ids.shape[0]
-
-    @property
-    def seq_len(self) -> int:
-        return self.ids.shape[1]
-
-    @property
-    def tokens(self) -> int:
-        return self.ids.numel()
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` windows drawn without replacement (all of them, shuffled, if ``n >= len``)."""
-        order = torch.randperm(len(self), generator=generator)
-        return self.ids[order[: min(n, len(self))]]
-
-    def describe(self) -> dict:
-        return {"source": self.source, "windows": len(self), "seq_len": self.seq_len, "tokens": self.tokens}
 
 
 def concat_windows(*windows: TokenWindows) -> TokenWindows:
@@ -75,13 +51,14 @@ def concat_windows(*windows: TokenWindows) -> TokenWindows:
 
 
 def check_source(source: str) -> None:
-    """EdgepruneError unless ``source`` is ``self``, a named source or an existing file, and not the
-    evaluation set by name. Cheap (no tokenizer, no data directory): the CLIs call it before loading."""
-    names = ", ".join(["self", *NAMED_SOURCES])
+    """EdgepruneError unless ``source`` is ``self``, ``general``, a named source, an existing file or
+    folder, and not the evaluation set by name. Cheap (no tokenizer, no data directory): the CLIs call
+    it before loading."""
+    names = ", ".join(["self", GENERAL, *NAMED_SOURCES])
     if source in ("wikitext2", "wikitext2-test"):
         raise EdgepruneError(f"{source!r} is the evaluation set: calibrate on {names} or a file")
-    if source != "self" and source not in NAMED_SOURCES and not Path(source).expanduser().is_file():
-        raise EdgepruneError(f"no calibration text {source!r}: pass {names} or an existing UTF-8 file")
+    if source not in ("self", GENERAL, *NAMED_SOURCES) and not Path(source).expanduser().exists():
+        raise EdgepruneError(f"no calibration text {source!r}: pass {names}, an existing UTF-8 .txt/.jsonl file or a folder of them")
 
 
 def check_window_count(n_windows, name: str = "n_windows") -> None:
@@ -92,14 +69,6 @@ def check_window_count(n_windows, name: str = "n_windows") -> None:
 def check_seq_len(seq_len, name: str = "seq_len") -> None:
     if not isinstance(seq_len, int) or seq_len < 2:
         raise EdgepruneError(f"{name} must be an integer >= 2, got {seq_len!r}")
-
-
-def _check_not_eval_set(path: Path, text: str) -> None:
-    if hashlib.sha256(text.encode("utf-8")).hexdigest() == EVAL_SET_SHA256 or path.name == "wiki.test.raw":
-        raise EdgepruneError(
-            f"{path} is the WikiText-2 test file, the evaluation set: calibrate on other text "
-            "(self, shakespeare, wikitext2-valid or a file of your own)"
-        )
 
 
 def text_windows(text: str, tokenizer, *, seq_len: int, n_windows: int, seed: int = 0, source: str = "text") -> TokenWindows:
@@ -117,24 +86,29 @@ def text_windows(text: str, tokenizer, *, seq_len: int, n_windows: int, seed: in
     return TokenWindows(all_windows[order], f"{source} ({n_full} windows available, {len(order)} drawn, seed {seed})")
 
 
-def calibration_windows(tokenizer, source: str = "self", *, n_windows: int = 128, seq_len: int = 128, seed: int = 0,
+def calibration_windows(tokenizer, source: str | None = None, *, n_windows: int = 128, seq_len: int = 128, seed: int = 0,
                         model=None, data_dir: str | Path | None = None, use_cache: bool = True,
                         progress: bool = True) -> TokenWindows:  # fmt: skip
-    """Token windows from ``source`` (see the module docstring)."""
+    """Token windows from ``source`` (see the module docstring; None: the default source)."""
     check_window_count(n_windows)
     check_seq_len(seq_len)
+    source = default_source(data_dir) if source is None else source
     check_source(source)
     if source == "self":
         if model is None:
             raise EdgepruneError("source 'self' samples text from the model: pass model=")
         return self_generated(model, tokenizer, n_windows=n_windows, seq_len=seq_len, seed=seed,
                               use_cache=use_cache, progress=progress)  # fmt: skip
+    if is_document_source(source):
+        path = general_root(data_dir) if source == GENERAL else Path(source).expanduser()
+        return document_windows(tokenizer, path, n_windows=n_windows, seq_len=seq_len, seed=seed, use_cache=use_cache,
+                                label=GENERAL if source == GENERAL else str(path))  # fmt: skip
     from edgeprune.data import read_text, resolve_data_file
 
     # resolve_data_file names the fix where the data directory lacks a named source
     path = resolve_data_file(NAMED_SOURCES[source], data_dir) if source in NAMED_SOURCES else Path(source).expanduser()
     text = read_text(path)
-    _check_not_eval_set(path, text)
+    check_not_eval_set(path, text)
     return text_windows(text, tokenizer, seq_len=seq_len, n_windows=n_windows, seed=seed, source=str(path))
 
 

@@ -5,7 +5,8 @@ One table, read by the step CLIs (their flag defaults and their draws) and by bu
 (:mod:`edgeprune.pipeline.stages`), so a step run inside a build draws the very windows the same
 step draws from its CLI with the CLI's defaults and the same source. The source itself (a name for
 :func:`edgeprune.data.calib.calibration_windows`) is the caller's: a CLI's ``--calib`` /
-``--train-data``, a build's ``--calib`` (None: ``self``).
+``--train-data``, a build's ``--calib``; None everywhere means the default source
+(:func:`edgeprune.data.general.default_source`: ``general`` where the data directory has it, else ``self``).
 
 - Calibration windows: ``policy.n_windows`` x ``policy.seq_len`` tokens, seed ``step seed + 0``.
 - Training windows: one epoch of the step's token budget at ``training.seq_len``, at most
@@ -109,12 +110,12 @@ def _seed(cfg, seed: int | None) -> int:
 
 def draw_calibration(cfg, tokenizer, source: str | None, *, model, dense=None, seed: int | None = None,
                      n_windows: int | None = None, seq_len: int | None = None, data_dir=None, progress: bool = True):  # fmt: skip
-    """The calibration windows step ``cfg`` draws from ``source`` (None: ``self``); ``n_windows`` /
+    """The calibration windows step ``cfg`` draws from ``source`` (None: the default source); ``n_windows`` /
     ``seq_len`` override the policy's (CLI flags), ``seed`` the config's."""
     from edgeprune.data.calib import calibration_windows
 
     p = policy(cfg.kind)
-    return calibration_windows(tokenizer, source or "self", n_windows=n_windows or p.n_windows, seq_len=seq_len or p.seq_len,
+    return calibration_windows(tokenizer, source, n_windows=n_windows or p.n_windows, seq_len=seq_len or p.seq_len,
                                seed=_seed(cfg, seed) + p.seed_offset, model=p.writer(model, dense), data_dir=data_dir,
                                progress=progress)  # fmt: skip
 
@@ -122,14 +123,14 @@ def draw_calibration(cfg, tokenizer, source: str | None, *, model, dense=None, s
 def draw_training(cfg, tokenizer, sources: str | Sequence[str] | None, *, model, dense=None, seed: int | None = None,
                   n_windows: int | None = None, seq_len: int | None = None, data_dir=None, progress: bool = True):  # fmt: skip
     """The training windows step ``cfg`` draws for its budget from ``sources`` (one name, several
-    to mix, None: ``self``), concatenated; ``n_windows`` (per source) / ``seq_len`` override the policy's."""
+    to mix, None: the default source), concatenated; ``n_windows`` (per source) / ``seq_len`` override the policy's."""
     from edgeprune.data.calib import calibration_windows, concat_windows
 
     p = policy(cfg.kind)
     tokens = training_tokens(cfg)
     if tokens is None:
         raise ValueError(f"the {cfg.kind} step trains on nothing: it draws no training windows")
-    names = [sources] if isinstance(sources, str) else list(sources or ["self"])
+    names = [sources] if isinstance(sources, str) else list(sources or [None])  # None: calibration_windows' default
     seq_len = seq_len or p.training.seq_len
     n = n_windows or p.training.n_windows(tokens, seq_len=seq_len, sources=len(names))
     seed = _seed(cfg, seed) + p.training.seed_offset

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from edgeprune.pipeline.plan import Plan, make_plan
 from edgeprune.pipeline.recipes import Recipe, parse_recipe
+from edgeprune.steps import step_for
 from edgeprune.errors import EdgepruneError
 from edgeprune.fileio import check_output_dir, write_text_atomic
 from edgeprune.models import tokenizer_record
@@ -75,11 +76,11 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _hash(*parts) -> str:
+def inputs_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _source_identity(source: str) -> dict:
+def source_identity(source: str) -> dict:
     """What the model source is, for the inputs hash: a name, or a file/dir with size and mtime."""
     from edgeprune.describe import resolve_artifact
 
@@ -204,12 +205,17 @@ def build(
                        remote=remote, remote_options=dict(remote_options or {}))  # fmt: skip
     for line in plan.lines():
         log(line)
-    prev = _hash(_source_identity(source), plan.to_dict()["format"], plan.to_dict()["quant"], calib, eval_data)
+    if calib is None and any(step_for(s).changes_model for s in recipe_obj.steps):
+        from edgeprune.data.general import default_source, default_source_note
+
+        log("no --calib given: " + default_source_note())
+        ctx.calib = calib = default_source()  # resolved once: the stages and the resume hash see the same source
+    prev = inputs_hash(source_identity(source), plan.to_dict()["format"], plan.to_dict()["quant"], calib, eval_data)
     for i, cfg in enumerate(recipe_obj.steps, 1):
         name = f"{i:02d}-{cfg.STEP}"
         stage_dir = out / "stages" / name
         where = {"remote": remote} if cfg.STEP == "profile" and remote else {}  # a board's figures are not the host's
-        inputs = _hash(prev, cfg.to_dict(), where) if where else _hash(prev, cfg.to_dict())
+        inputs = inputs_hash(prev, cfg.to_dict(), where) if where else inputs_hash(prev, cfg.to_dict())
         manifest_file = stage_dir / "manifest.json"
         if manifest_file.is_file():
             manifest = json.loads(manifest_file.read_text())

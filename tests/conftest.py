@@ -32,3 +32,13 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+@pytest.fixture(autouse=True, scope="session")
+def checkout_data_dir():
+    """Every test reads the checkout's fixtures (tests/data: calib/, zeroshot/, general/ excerpts) as
+    its data directory, never ../shared/data: a run's default calibration source (``general``
+    where the data directory has it) is the same on a fresh clone and on a machine with ../shared."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEPRUNE_DATA", str(HERE / "data"))
+        yield

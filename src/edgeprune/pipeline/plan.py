@@ -78,8 +78,7 @@ def make_plan(
     runtime = row.runtime
     backends = "/".join(profile.runtimes.get(runtime, ("?",)))
 
-    budget = max_memory_bytes or int(profile.usable_memory_gb * 1e9)
-    why_budget = "--max-memory" if max_memory_bytes else f"usable memory of {profile.name} ({profile.usable_memory_gb} GB)"
+    budget, why_budget = memory_budget(profile, max_memory_bytes)
     planned = dataclasses.replace(cost, weight_bytes=_planned_bytes(cost, q), quant=q)
     pred = predict(profile, planned, prompt_tokens=prompt_tokens, gen_tokens=gen_tokens)
     if pred.memory_bytes > budget:
@@ -111,6 +110,15 @@ def make_plan(
         memory_budget_bytes=Choice(budget, why_budget),
         predicted=pred.to_dict(),
     )
+
+
+def memory_budget(profile: DeviceProfile, max_memory_bytes: int | None = None) -> tuple[int, str]:
+    """``(bytes, why)``: the memory a build's artifact may take at run time on ``profile``
+    (``--max-memory``, else the device's usable memory); a plan and a budgeted build's candidates
+    are held to the same figure."""
+    if max_memory_bytes:
+        return max_memory_bytes, "--max-memory"
+    return int(profile.usable_memory_gb * 1e9), f"usable memory of {profile.name} ({profile.usable_memory_gb} GB)"
 
 
 def resolve_export(profile: DeviceProfile, format: str = "auto", quant: str = "auto") -> tuple[str, str, str, str]:

@@ -1,0 +1,104 @@
+"""Budgeted-build frontier: the search `edgeprune build --max-ppl-ratio R` runs (plain quants of the
+dense model and Adapt-Pruner + local reconstruction at several ratios, from one pruning run), as a bench.
+
+Writes ``bench/results/frontier.json`` (the standard ``{bench, command, machine, versions, rows}``),
+``frontier.md`` (the table) and ``frontier.png`` (ppl ratio vs decode tok/s and vs MiB; plain
+quantization in its own colour; the frontier drawn). The work lives in ``--out`` (a build directory):
+a rerun reuses every finished candidate. Settings flags shrink the search on a small machine; a run
+that uses fewer ratios, types or windows than the build's defaults is recorded as ``reduced``.
+
+    .venv/bin/python bench/frontier.py --ratios 0.2,0.3 --types q8_0,q4_k_m,q4_0 --ppl-windows 2 --recon-epochs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from _common import RESULTS, document, write_results
+
+COLUMNS = ("name", "method", "quant", "mib", "ppl", "ppl_ratio", "decode_tps_measured", "decode_tps_predicted",
+           "gap", "loadavg_1m", "meets", "frontier")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    from edgeprune.compress.reconstruct.local import Reconstruct
+    from edgeprune.pipeline import frontier as fr
+    from edgeprune.pipeline.search import SearchConfig, check_search, frontier_plot, search
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="model source (default: the embedded smollm2-135m)")
+    p.add_argument("--target", default="host")
+    p.add_argument("--max-ppl-ratio", type=float, default=1.10, help="the bound the choice is made under (default 1.10)")
+    p.add_argument("--ratios", default="0.1,0.2,0.3")
+    p.add_argument("--types", default=None, help="comma-separated types (default: the format's 4- to 8-bit types)")
+    p.add_argument("--ppl-windows", type=int, default=4)
+    p.add_argument("--recon-epochs", type=int, default=None, help="Reconstruct epochs (default: the step's)")
+    p.add_argument("--recon-windows", type=int, default=0, help="Reconstruct calib_windows (0: the policy's all)")
+    p.add_argument("--prune-windows", type=int, default=None, help="Adapt-Pruner calib_windows per mini-step (default: the step's)")
+    p.add_argument("--reps", type=int, default=3, help="profile repetitions per candidate")
+    p.add_argument("--calib", default=None, help="calibration source (default: general where present, else self)")
+    p.add_argument("--out", default="dist/frontier", help="the search's build directory (its cache)")
+    a = p.parse_args(argv)
+
+    recon = Reconstruct()
+    if a.recon_epochs or a.recon_windows:
+        recon = dataclasses.replace(recon, epochs=a.recon_epochs or recon.epochs, calib_windows=a.recon_windows)
+    prune = SearchConfig().prune
+    if a.prune_windows:
+        prune = dataclasses.replace(prune, calib_windows=a.prune_windows)
+    cfg = SearchConfig(ratios=tuple(float(r) for r in a.ratios.split(",") if r), reconstruct=recon, ppl_windows=a.ppl_windows, prune=prune,
+                       types=tuple(a.types.split(",")) if a.types else None, reps=a.reps)  # fmt: skip
+    bounds = fr.Bounds(max_ppl_ratio=a.max_ppl_ratio)
+    default = dataclasses.replace(SearchConfig(), types=check_search(a.target, SearchConfig(), bounds)[1])
+    reduced = [f"{k}: {getattr(cfg, k)} (build default {getattr(default, k)})" for k in ("ratios", "ppl_windows", "types", "reps")
+               if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(default, k)]  # fmt: skip
+    if prune != default.prune:
+        reduced.append(f"prune: calib_windows {prune.calib_windows} per mini-step (step default {default.prune.calib_windows})")
+    if recon != Reconstruct():
+        reduced.append(f"reconstruct: epochs {recon.epochs}, calib_windows {recon.calib_windows} (step default {Reconstruct().epochs}, all)")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        rep = search(a.target, bounds, cfg, model=a.model, out=a.out, calib=a.calib, resume=True)
+    except fr.NoCandidate as exc:
+        print(f"no candidate meets the bound: {exc}", file=sys.stderr)
+        rep = json.loads((Path(a.out) / "report.json").read_text())
+    run_s = time.perf_counter() - t0
+    rows = []
+    for c in rep["candidates"]:
+        front = "/".join(k for k, f in (("speed", c["frontier_speed"]), ("bytes", c["frontier_bytes"])) if f)
+        gap = "" if c["speed_gap"] is None else f"{c['speed_gap']:.0%}" + (" (!)" if c["gap_flag"] else "")
+        rows.append({**{k: c[k] for k in ("name", "method", "quant", "ppl", "ppl_ratio", "decode_tps_measured",
+                                          "decode_tps_predicted", "loadavg_1m", "meets")},
+                     "mib": round(c["bytes"] / 2**20, 1), "bytes": c["bytes"], "gap": gap, "frontier": front,
+                     "plain": c["plain"], "decode_tps": c["decode_tps"]})  # fmt: skip
+    # seconds each cached piece took when it was made (a rerun from the cache makes none)
+    pieces = [json.loads(m.read_text()) for m in sorted(Path(a.out, "search").rglob("manifest.json"))]
+    walls = {m["name"]: m["wall_s"] for m in pieces}
+    prune_s = max((m["figures"].get("prune_wall_s", 0.0) for m in pieces), default=0.0)  # the one Adapt-Pruner run
+    doc = document("frontier", rows, piece_wall_s=walls, prune_run_wall_s=round(prune_s, 1),
+                   total_wall_s=round(sum(walls.values()) + prune_s, 1), settings=cfg.settings(), reduced=reduced, bounds=rep["bounds"], verdict=rep["verdict"],
+                   chosen=rep["chosen"], held_out=rep["held_out"], calibration=rep["calibration"],
+                   reference=rep["reference"], speed=rep["speed"])  # fmt: skip
+    notes = [f"Verdict at --max-ppl-ratio {a.max_ppl_ratio:g}: {rep['verdict']}",
+             f"Held out: {rep['held_out']}. Calibration: {rep['calibration']}. Reference: {rep['reference']['what']}, "
+             f"ppl {rep['reference']['ppl']:.3f}.", f"Speed: {rep['speed']}.",
+             f"Made in {(sum(walls.values()) + prune_s) / 60:.1f} min: the Adapt-Pruner run {prune_s / 60:.1f} min, the "
+             f"rest {sum(walls.values()) / 60:.1f} min (a shared 2-core machine: load average above); this run computed "
+             f"{len(rep['computed'])} piece(s) and took {run_s:.1f} s (a rerun reads everything from the cache).",
+             "REDUCED run: " + "; ".join(reduced) if reduced else "Full default search."]  # fmt: skip
+    write_results(doc, RESULTS / "frontier.json", RESULTS / "frontier.md", COLUMNS, notes=notes)
+    frontier_plot([{**r, "frontier_speed": "speed" in r["frontier"], "frontier_bytes": "bytes" in r["frontier"]}
+                   for r in rows], RESULTS / "frontier.png", bounds=bounds, chosen=rep["chosen"],
+                  title="SmolLM2-135M budgeted-build frontier" + (" (reduced)" if reduced else ""))  # fmt: skip
+    print(rep["verdict"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@ prefix-cache path checked against a plain full-sequence forward (the reference).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
@@ -79,8 +80,19 @@ class FakeOrtSession:
         return self.inputs
 
     def get_outputs(self):
-        names = ["logits"] + [f"present.{i}.{t}" for i in range(self.n_layers) for t in ("key", "value")]
-        return [self.Arg(n, []) for n in names]
+        names = [f"present.{i}.{t}" for i in range(self.n_layers) for t in ("key", "value")]
+        return [self.Arg("logits", ["batch_size", "sequence_length", self.model.config.vocab_size])] + [self.Arg(n, []) for n in names]
+
+    def io_binding(self):
+        return FakeIOBinding()
+
+    def run_with_iobinding(self, binding):
+        outs = dict(zip([o.name for o in self.get_outputs()], self.run(None, binding.inputs)))
+        binding.values = []
+        for name, buffer in binding.outputs:
+            if buffer is not None:  # bound to the caller's memory: written in place, as onnxruntime does
+                buffer[...] = outs[name]
+            binding.values.append(FakeOrtValue(outs[name] if buffer is None else buffer))
 
     def run(self, names, feeds):
         from transformers import DynamicCache
@@ -96,6 +108,35 @@ class FakeOrtSession:
                              position_ids=torch.from_numpy(feeds["position_ids"]), cache=cache, use_cache=True)  # fmt: skip
         present = [t.numpy() for layer in out.cache.layers for t in (layer.keys, layer.values)]
         return [out.logits.numpy(), *present]
+
+
+class FakeOrtValue:
+    def __init__(self, array):
+        self.array = array
+
+    def numpy(self):
+        return self.array.copy()
+
+
+class FakeIOBinding:
+    """onnxruntime's IOBinding: CPU inputs; outputs into a caller's buffer (a pointer) or allocated."""
+
+    def __init__(self):
+        self.inputs, self.outputs, self.values = {}, [], []
+
+    def bind_cpu_input(self, name, array):
+        self.inputs[name] = array
+
+    def bind_output(self, name, device_type="cpu", device_id=0, element_type=None, shape=None, buffer_ptr=None):
+        buffer = None
+        if buffer_ptr is not None:
+            dtype = np.dtype(element_type)
+            raw = (ctypes.c_char * (int(np.prod(shape)) * dtype.itemsize)).from_address(buffer_ptr)
+            buffer = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        self.outputs.append((name, buffer))
+
+    def get_outputs(self):
+        return self.values
 
 
 def test_onnx_backend_speaks_the_exported_graphs_io(tok):
@@ -177,3 +218,96 @@ def test_perplexity_runs_on_the_onnx_backend_like_on_torch(tok, tmp_path):
     onnx = evaluate_perplexity(OnnxBackend(FakeOrtSession(model), tok, max_length=256), cfg, progress=False)
     ref = evaluate_perplexity(TorchBackend(model, tok), cfg, progress=False)
     assert onnx.windows == ref.windows > 1 and onnx.ppl == pytest.approx(ref.ppl, rel=1e-4)
+
+
+# -- the runtimes' own scoring paths on tiny real artifacts (issue 21 item 6) ----------------------
+
+LONG = [int(t) for t in np.random.default_rng(3).integers(3, 256, 60)]  # one 60-token window
+
+
+def log_softmax_pick(logits, seq) -> np.ndarray:
+    """The straightforward reference: float64 log-softmax row by row, the next token picked."""
+    x = np.asarray(logits, dtype=np.float64)
+    lse = x.max(-1) + np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1))
+    return x[np.arange(len(seq) - 1), seq[1:]] - lse
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    from edgeprune.export.gguf import export_gguf
+
+    model = tiny_llama()
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    export_gguf(model, None, path, qtype="f32", progress=False)
+    return model, path
+
+
+def test_llama_cpp_batched_scoring_equals_a_token_by_token_reference(tiny_gguf, tok):
+    from edgeprune.eval.backends import LlamaCppBackend
+    from edgeprune.runtime.runner import new_llama
+
+    model, path = tiny_gguf
+    seqs = [LONG, *SEQS]
+    backend = LlamaCppBackend(path, tok, n_ctx=64, threads=1)
+    try:
+        got = backend.token_logprobs(seqs)
+        branches = backend.branch_logprobs(GROUPS)
+    finally:
+        backend.close()
+    # Reference: llama-cpp-python's high-level eval in 8-token micro-batches, every logit kept.
+    llm = new_llama(model_path=str(path), logits_all=True, n_ctx=64, n_batch=8, n_threads=1, n_threads_batch=1, verbose=False)
+    try:
+        for seq, lp in zip(seqs, got):
+            llm.reset()
+            llm.eval(seq[:-1])
+            np.testing.assert_allclose(lp, log_softmax_pick(llm.scores[: len(seq) - 1], seq), atol=1e-5)
+        for (prefix, bs), res in zip(GROUPS, branches):
+            for b, lp in zip(bs, res):
+                full = prefix + b
+                llm.reset()
+                llm.eval(full[:-1])
+                np.testing.assert_allclose(lp, log_softmax_pick(llm.scores[: len(full) - 1], full)[len(prefix) - 1 :], atol=1e-5)
+    finally:
+        llm.close()
+    # and the same model in torch (llama.cpp keeps K and V in float16: close, not equal)
+    np.testing.assert_allclose(got[0], reference_logprobs(model, LONG), atol=2e-2)
+
+
+def test_llama_cpp_grows_its_context_for_a_longer_window(tiny_gguf, tok):
+    from edgeprune.eval.backends import LlamaCppBackend
+
+    _, path = tiny_gguf
+    backend = LlamaCppBackend(path, tok, n_ctx=16, threads=1)
+    try:
+        small = backend._n_ctx
+        seq = (LONG * 10)[:600]  # past the first context (512): a new one, one batch again
+        (lp,) = backend.token_logprobs([seq])
+        assert backend._n_ctx >= 600 > small and lp.shape == (599,) and np.isfinite(lp).all()
+        np.testing.assert_allclose(backend.token_logprobs([LONG])[0][:20], backend.token_logprobs([LONG[:21]])[0], atol=1e-5)
+    finally:
+        backend.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_io_binding_scoring_equals_a_plain_session_run(tmp_path, tok):
+    from edgeprune.eval.backends import OnnxBackend
+    from edgeprune.export.onnx import export_onnx
+
+    model = tiny_per_layer()  # per-layer widths, a layer with 0 KV heads included
+    report = export_onnx(model, tmp_path / "onnx", exporter="torchscript", threads=1)
+    backend = OnnxBackend.from_file(report.path, tok, threads=1)
+    seqs = [LONG, *SEQS]
+    got = backend.token_logprobs(seqs)  # one right-padded batch through IO binding
+    session = backend.session
+    for seq, lp in zip(seqs, got):  # reference: one unpadded session.run per sequence
+        fed = np.array([seq[:-1]], dtype=np.int64)
+        feeds = {"input_ids": fed, "attention_mask": np.ones_like(fed), "position_ids": np.arange(fed.shape[1])[None]}
+        for i, (h, d, dt) in enumerate(backend._kv):
+            feeds[f"past_key_values.{i}.key"] = feeds[f"past_key_values.{i}.value"] = np.zeros((1, h, 0, d), dt)
+        logits = session.run(["logits"], feeds)[0][0]
+        np.testing.assert_allclose(lp, log_softmax_pick(logits, seq), atol=1e-5)
+        np.testing.assert_allclose(lp, reference_logprobs(model, seq), atol=1e-4)
+    # the KV-cache path (prefix once, branches after it) through IO binding too
+    for (prefix, bs), res in zip(GROUPS, backend.branch_logprobs(GROUPS)):
+        for b, lp in zip(bs, res):
+            np.testing.assert_allclose(lp, reference_logprobs(model, prefix + b)[len(prefix) - 1 :], atol=1e-4)

@@ -144,9 +144,11 @@ _LSE_ROWS = 128  # rows per log-sum-exp chunk: 128 x 49152 floats = 25 MB, stays
 
 
 def _target_logprobs(logits, targets) -> np.ndarray:
-    """``log_softmax(logits)[i, targets[i]]`` as float64; logits (n, vocab) torch, any float dtype."""
+    """``log_softmax(logits)[i, targets[i]]`` as float64; logits (n, vocab), a torch tensor of any
+    float dtype or a numpy array (used in place, not copied)."""
     import torch
 
+    logits = torch.as_tensor(logits)
     tgt = torch.as_tensor(list(targets), dtype=torch.long)
     out = torch.empty(len(tgt), dtype=torch.float64)
     # In row chunks: the max/subtract/exp passes of log-sum-exp then run in cache, not in RAM.
@@ -174,7 +176,8 @@ class _PrefixCacheBackend:
     ``ids``/``pos`` (batch, seq), ``mask`` (batch, past + seq) with 1 for real tokens, ``past`` None
     or a cache from an earlier call, ``last`` None (return logits for every position, (batch, seq,
     vocab)) or a per-row position (return (batch, vocab) at that position), ``cache`` whether to
-    return the KV cache; and ``_select(past, rows)``, a NEW cache holding those rows of ``past`` in
+    return the KV cache (the logits may be a view that the next call overwrites: use them first);
+    and ``_select(past, rows)``, a NEW cache holding those rows of ``past`` in
     the given order (repeats allowed), ``past`` itself left unchanged.
 
     Sequences are right-padded. Padding after the real tokens never changes them (attention is
@@ -334,6 +337,11 @@ class OnnxBackend(_PrefixCacheBackend):
     Inputs ``input_ids``, ``attention_mask``, ``position_ids`` (int64) and, per layer ``i``,
     ``past_key_values.{i}.key/value`` of shape (batch, kv_heads_i, past, head_dim) (past = 0 for a
     fresh sequence); outputs ``logits`` and ``present.{i}.key/value``.
+
+    A batch is one ``run_with_iobinding``: the inputs are read where they are, the logits are
+    written into a buffer kept across calls (``session.run`` would copy every output into new
+    arrays, ~200 MB of logits per 1024-token window), and the KV cache is fetched only when a
+    branch step needs it.
     """
 
     name = "onnxruntime"
@@ -357,9 +365,14 @@ class OnnxBackend(_PrefixCacheBackend):
                 raise EdgepruneError(f"the ONNX input past_key_values.{i}.key has symbolic heads/head_dim {arg.shape}: re-export with fixed sizes")
             self._kv.append((heads, head_dim, _ORT_DTYPES.get(arg.type, np.float32)))
             i += 1
-        self._outputs = [o.name for o in session.get_outputs()]
-        if "logits" not in self._outputs:
+        outputs = {o.name: o for o in session.get_outputs()}
+        if "logits" not in outputs:
             raise EdgepruneError("the ONNX graph has no 'logits' output: export it with edgeprune export --format onnx")
+        vocab = outputs["logits"].shape[-1]
+        if not isinstance(vocab, int):
+            raise EdgepruneError(f"the ONNX output logits has a symbolic vocabulary size {outputs['logits'].shape}: re-export with fixed sizes")
+        self._logits = (vocab, _ORT_DTYPES.get(outputs["logits"].type, np.float32))
+        self._buffer: np.ndarray | None = None  # the logits of the last forward (see _logits_buffer)
         self.dtype = np.dtype(self._kv[0][2]).name if self._kv else "float32"
 
     @classmethod
@@ -381,7 +394,7 @@ class OnnxBackend(_PrefixCacheBackend):
     def _forward(self, ids, mask, pos, past, last, cache):
         import torch
 
-        batch = ids.shape[0]
+        batch, seq = ids.shape
         if past is None:
             past = [(np.zeros((batch, h, 0, d), dt), np.zeros((batch, h, 0, d), dt)) for h, d, dt in self._kv]
         feeds = {"input_ids": ids.numpy().astype(np.int64), "attention_mask": mask.numpy().astype(np.int64)}
@@ -390,12 +403,38 @@ class OnnxBackend(_PrefixCacheBackend):
         for i, (k, v) in enumerate(past):
             feeds[f"past_key_values.{i}.key"] = k
             feeds[f"past_key_values.{i}.value"] = v
-        outs = dict(zip(self._outputs, self.session.run(None, feeds)))
-        logits = torch.from_numpy(np.asarray(outs["logits"], dtype=np.float32))  # (batch, seq, vocab)
+        # IO binding: onnxruntime reads the inputs and writes the logits in place (session.run copies
+        # every output into a new array), and the KV cache comes back only when it is asked for.
+        feeds = {name: np.ascontiguousarray(value) for name, value in feeds.items()}  # alive until the run ends
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        logits = self._logits_buffer(batch, seq)  # (batch, seq, vocab)
+        binding.bind_output("logits", "cpu", 0, logits.dtype, logits.shape, logits.ctypes.data)
+        presents = [f"present.{i}.{t}" for i in range(len(self._kv)) for t in ("key", "value")] if cache else []
+        for name in presents:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        present = None
+        if cache:
+            got = [value.numpy() for value in binding.get_outputs()[1:]]  # in binding order, after the logits
+            present = list(zip(got[0::2], got[1::2]))
+        out = torch.from_numpy(logits)
         if last is not None:
-            logits = logits[torch.arange(batch), last]
-        present = [(outs[f"present.{i}.key"], outs[f"present.{i}.value"]) for i in range(len(self._kv))]
-        return logits, present
+            out = out[torch.arange(batch), last]  # (batch, vocab)
+        return out, present
+
+    def _logits_buffer(self, batch: int, seq: int) -> np.ndarray:
+        """A (batch, seq, vocab) view of one buffer kept across calls, grown to the largest batch:
+        onnxruntime writes into memory already mapped, and the previous call's logits are dead."""
+        vocab, dt = self._logits
+        need = batch * seq * vocab
+        if self._buffer is None or self._buffer.size < need:
+            self._buffer = np.empty(need, dt)
+        return self._buffer[:need].reshape(batch, seq, vocab)
+
+    def close(self) -> None:
+        self._buffer = None
 
     def _select(self, past, rows):
         idx = rows.numpy()
@@ -440,11 +479,20 @@ def onnx_backend(path: Path, tokenizer, *, threads: int | None, batch_tokens: in
 
 
 class LlamaCppBackend:
-    """A GGUF file through llama-cpp-python, one sequence at a time (``logits_all=True``).
+    """A GGUF file through llama-cpp-python's low-level API, one sequence per ``llama_decode``.
 
-    The context is (re)created with the smallest ``n_ctx`` that fits what is asked, because
-    ``logits_all`` keeps an ``n_ctx x vocab`` float32 score buffer (1.6 GB at 8192 x 49152).
-    Branches rewind llama.cpp's KV cache to the end of the prefix instead of re-running it.
+    A sequence is ONE ``llama_decode`` call (``n_batch`` is the whole context), which llama.cpp runs
+    as micro-batches of :data:`_UBATCH` tokens, and its logits are read where llama.cpp wrote them,
+    as one (n, vocab) numpy view of ``llama_get_logits``: no copy into llama-cpp-python's ``scores``
+    buffer and out again, and only the rows that are scored are asked for (all of a window's, the
+    last one of a multiple-choice prefix). The log-softmax runs over that view in row chunks
+    (:func:`_target_logprobs`). The context is (re)created with the smallest ``n_ctx`` that fits
+    what is asked. Branches drop llama.cpp's KV cache back to the end of the prefix instead of
+    re-running it.
+
+    Flash attention stays off (llama-cpp-python's default) so that scores do not move: on this
+    host it scores SmolLM2-135M q8_0 ~1.3x faster but changes its WikiText-2 perplexity by 2.5e-4
+    relative (4 x 1024 tokens).
     """
 
     name = "llama.cpp"
@@ -460,6 +508,7 @@ class LlamaCppBackend:
         self.batch_tokens = batch_tokens
         self._n_ctx = 0
         self._llm = None
+        self._batch: _TokenBatch | None = None
         self._ensure(n_ctx)
         self.max_length = int(self._llm._model.n_ctx_train())
         self.dtype = f"gguf:{_gguf_file_type(self._llm)}"
@@ -470,6 +519,9 @@ class LlamaCppBackend:
         atexit.register(self.close)
 
     def close(self) -> None:
+        if self._batch is not None:
+            self._batch.free()
+            self._batch = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -480,37 +532,42 @@ class LlamaCppBackend:
         from edgeprune.runtime.runner import new_llama
 
         n_ctx = max(n_tokens, 512)
-        old = self._llm
-        self._llm = None
-        if old is not None:
-            old.close()
+        self.close()
         try:
-            llm = new_llama(model_path=str(self.path), logits_all=True, n_ctx=n_ctx, n_batch=512,
-                        n_threads=self.threads, n_threads_batch=self.threads, verbose=False)  # fmt: skip
+            llm = new_llama(model_path=str(self.path), logits_all=False, n_ctx=n_ctx, n_batch=n_ctx,
+                            n_ubatch=min(n_ctx, _UBATCH), n_threads=self.threads, n_threads_batch=self.threads,
+                            verbose=False)  # fmt: skip
         except (ValueError, RuntimeError) as exc:
             raise EdgepruneError(f"llama.cpp cannot load {self.path}: {str(exc)[:160]}; re-export the GGUF") from None
-        self._llm, self._n_ctx = llm, n_ctx
+        self._llm, self._n_ctx, self._n_vocab = llm, n_ctx, llm.n_vocab()
+        self._batch = _TokenBatch(n_ctx)
         if hasattr(self, "tokenizer") and isinstance(self.tokenizer, LlamaCppTokenizer):
             self.tokenizer.llm = llm
 
-    def _run(self, tokens: Sequence[int], start: int) -> np.ndarray:
-        """Evaluate ``tokens`` after the first ``start`` cached ones; their logits (n, vocab)."""
-        llm = self._llm
-        llm.n_tokens = start  # eval() drops the KV cache beyond n_tokens first
-        llm.eval(list(tokens))
-        return llm.scores[start : start + len(tokens)]
+    def _logits(self, tokens: Sequence[int], start: int, *, last_only: bool = False) -> np.ndarray:
+        """Decode ``tokens`` after the first ``start`` cached ones in one ``llama_decode``; the logits
+        of every token (n, vocab), or of the last one only (1, vocab). A view of llama.cpp's output
+        buffer: valid until the next decode."""
+        import llama_cpp
+
+        ctx = self._llm.ctx
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, start, -1)  # the cache past `start` goes
+        first = len(tokens) - 1 if last_only else 0  # the first token whose logits are returned
+        self._batch.fill(tokens, start, first)
+        code = llama_cpp.llama_decode(ctx, self._batch.raw)
+        if code != 0:
+            raise EdgepruneError(f"llama_decode failed (code {code}) on {len(tokens)} tokens after {start} in {self.path.name}")
+        rows = len(tokens) - first
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(rows, self._n_vocab))  # (rows, vocab)
 
     def token_logprobs(self, seqs: Sequence[Sequence[int]]) -> list[np.ndarray]:
-        import torch
-
         self._ensure(max(len(s) for s in seqs))
         out = []
         for s in seqs:
             if len(s) < 2:
                 out.append(np.zeros(0))
                 continue
-            logits = torch.from_numpy(np.array(self._run(s[:-1], 0)))
-            out.append(_target_logprobs(logits, s[1:]))
+            out.append(_target_logprobs(self._logits(s[:-1], 0), s[1:]))  # the last token is only a target
         return out
 
     def branch_logprobs(self, groups: Sequence[Group]) -> list[list[np.ndarray]]:
@@ -519,17 +576,16 @@ class LlamaCppBackend:
         self._ensure(max(len(p) + max((len(b) for b in bs), default=0) for p, bs in groups))
         out = []
         for prefix, branches in groups:
-            last = torch.from_numpy(np.array(self._run(prefix, 0)[-1]))
-            first = torch.log_softmax(last.float(), dim=-1)
+            if len(prefix) == 0:
+                raise ValueError("every prefix needs at least one token")
+            first = torch.log_softmax(torch.from_numpy(self._logits(prefix, 0, last_only=True)[0]), dim=-1)  # a new tensor
             res = []
             for b in branches:
                 if not b:
                     res.append(np.zeros(0))
                     continue
                 head = np.array([float(first[b[0]])])
-                rest = np.zeros(0)
-                if len(b) > 1:
-                    rest = _target_logprobs(torch.from_numpy(np.array(self._run(b[:-1], len(prefix)))), b[1:])
+                rest = _target_logprobs(self._logits(b[:-1], len(prefix)), b[1:]) if len(b) > 1 else np.zeros(0)
                 res.append(np.concatenate([head, rest]))
             out.append(res)
         return out
@@ -540,6 +596,45 @@ class LlamaCppBackend:
     def describe(self) -> dict:
         return {"backend": self.name, "dtype": self.dtype, "tokenizer": self.tokenizer.name,
                 "max_length": self.max_length, "threads": self.threads, "path": str(self.path)}  # fmt: skip
+
+
+# Tokens per llama.cpp graph evaluation (n_ubatch). Without flash attention a micro-batch attends
+# over every KV cell filled so far (in steps of 256), masked or not: 256-token micro-batches skip
+# most of the masked half of a window's causal attention that one 1024-token batch computes. On
+# this project's 2-core host (SmolLM2-135M q8_0, 1024-token windows): 256 -> ~435 tok/s, 512 ->
+# ~405, 1024 -> ~350, 128 -> ~425, the same scores bit for bit. Each micro-batch is one more pass
+# through the graph's thread barriers, which costs more when other jobs share the cores.
+_UBATCH = 256
+
+
+class _TokenBatch:
+    """One ``llama_batch`` of up to ``capacity`` tokens of sequence 0, filled through numpy views
+    of its arrays (no per-token Python loop per call)."""
+
+    def __init__(self, capacity: int):
+        import llama_cpp
+
+        self.raw = llama_cpp.llama_batch_init(capacity, 0, 1)
+        self.token = np.ctypeslib.as_array(self.raw.token, shape=(capacity,))
+        self.pos = np.ctypeslib.as_array(self.raw.pos, shape=(capacity,))
+        self.logits = np.ctypeslib.as_array(self.raw.logits, shape=(capacity,))  # int8 flags: return this token's logits
+        np.ctypeslib.as_array(self.raw.n_seq_id, shape=(capacity,))[:] = 1
+        for i in range(capacity):  # once: every token belongs to sequence 0
+            self.raw.seq_id[i][0] = 0
+
+    def fill(self, tokens: Sequence[int], start: int, first_logits: int) -> None:
+        """``tokens`` at positions ``start``, ``start + 1``, ...; logits from index ``first_logits`` on."""
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = np.arange(start, start + n)
+        self.logits[:n] = 0
+        self.logits[first_logits:n] = 1
+        self.raw.n_tokens = n
+
+    def free(self) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_batch_free(self.raw)
 
 
 _GGUF_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from _common import RESULTS, document, write_results
 
-COLUMNS = ("name", "method", "quant", "mib", "ppl", "ppl_ratio", "decode_tps_measured", "decode_tps_predicted",
-           "gap", "loadavg_1m", "meets", "frontier")  # fmt: skip
+COLUMNS = ("name", "method", "quant", "mib", "ppl_ratio_wikitext2", "ppl_ratio_shakespeare", "ppl_ratio",
+           "decode_tps_measured", "decode_tps_predicted", "gap", "loadavg_1m", "meets", "frontier")  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--prune-windows", type=int, default=None, help="Adapt-Pruner calib_windows per mini-step (default: the step's)")
     p.add_argument("--reps", type=int, default=3, help="profile repetitions per candidate")
     p.add_argument("--calib", default=None, help="calibration source (default: general where present, else self)")
+    p.add_argument("--eval", dest="eval_data", default="wikitext2,shakespeare", help="held-out texts, comma-separated")
     p.add_argument("--out", default="dist/frontier", help="the search's build directory (its cache)")
     a = p.parse_args(argv)
 
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        rep = search(a.target, bounds, cfg, model=a.model, out=a.out, calib=a.calib, resume=True)
+        rep = search(a.target, bounds, cfg, model=a.model, out=a.out, calib=a.calib, eval_data=a.eval_data, resume=True)
     except fr.NoCandidate as exc:
         print(f"no candidate meets the bound: {exc}", file=sys.stderr)
         rep = json.loads((Path(a.out) / "report.json").read_text())
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
         gap = "" if c["speed_gap"] is None else f"{c['speed_gap']:.0%}" + (" (!)" if c["gap_flag"] else "")
         rows.append({**{k: c[k] for k in ("name", "method", "quant", "ppl", "ppl_ratio", "decode_tps_measured",
                                           "decode_tps_predicted", "loadavg_1m", "meets")},
+                     **{f"ppl_ratio_{t}": r for t, r in (c["ppl_ratios"] or {}).items()},
                      "mib": round(c["bytes"] / 2**20, 1), "bytes": c["bytes"], "gap": gap, "frontier": front,
                      "plain": c["plain"], "decode_tps": c["decode_tps"]})  # fmt: skip
     # seconds each cached piece took when it was made (a rerun from the cache makes none)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
                    reference=rep["reference"], speed=rep["speed"])  # fmt: skip
     notes = [f"Verdict at --max-ppl-ratio {a.max_ppl_ratio:g}: {rep['verdict']}",
              f"Held out: {rep['held_out']}. Calibration: {rep['calibration']}. Reference: {rep['reference']['what']}, "
-             f"ppl {rep['reference']['ppl']:.3f}.", f"Speed: {rep['speed']}.",
+             f"ppl {', '.join(f'{t} {v:.3f}' for t, v in rep['reference']['ppl'].items())}.", f"Speed: {rep['speed']}.",
              f"Made in {(sum(walls.values()) + prune_s) / 60:.1f} min: the Adapt-Pruner run {prune_s / 60:.1f} min, the "
              f"rest {sum(walls.values()) / 60:.1f} min (a shared 2-core machine: load average above); this run computed "
              f"{len(rep['computed'])} piece(s) and took {run_s:.1f} s (a rerun reads everything from the cache).",

@@ -22,18 +22,22 @@ _install_registration()  # light: the hook imports transformers only once someon
 
 
 def build(target: str = "host", *, model: str | None = None, recipe: str | None = None, out: str | None = None,
-          calib: str | None = None, eval_data: str = "wikitext2", resume: bool = False,
+          calib: str | None = None, eval_data: str | None = None, resume: bool = False,
           max_memory_bytes: int | None = None, min_decode_tps: float | None = None, remote: str | None = None,
-          remote_options: dict | None = None) -> dict:  # fmt: skip
+          remote_options: dict | None = None, max_ppl_ratio: float | None = None, max_bytes: int | None = None,
+          search=None) -> dict:  # fmt: skip
     """Build deployable artifacts for ``target`` and return the report (what ``edgeprune build`` does).
 
-    See :func:`edgeprune.pipeline.runner.build` for the parameters.
+    ``max_ppl_ratio`` / ``max_bytes``: a budgeted build, shipping the fastest candidate that meets
+    them (``search``: its :class:`~edgeprune.pipeline.search.SearchConfig`). See
+    :func:`edgeprune.pipeline.runner.build` for the parameters.
     """
     from edgeprune.pipeline.runner import build as _build
 
     return _build(target, model=model, recipe=recipe, out=out, calib=calib, eval_data=eval_data, resume=resume,
                   max_memory_bytes=max_memory_bytes, min_decode_tps=min_decode_tps, remote=remote,
-                  remote_options=remote_options)  # fmt: skip
+                  remote_options=remote_options, max_ppl_ratio=max_ppl_ratio, max_bytes=max_bytes,
+                  search=search)  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -163,7 +163,7 @@ def test_tiny_search_ships_the_fastest_candidate_and_resumes_from_cache(tmp_path
     md = (out / "report.md").read_text()
     assert "held_out.txt: the first 2 x 64 tokens" in md and "| dense-q8_0 |" in md and "(shipped)" in md
     assert all(c["decode_tps_predicted"] and c["decode_tps_measured"] is None for c in rep["candidates"])
-    assert len(rep["computed"]) == 1 + 2 + 6  # reference, two pruned models, six candidates
+    assert len(rep["computed"]) == 1 + 2 + 6 + 6  # reference, two pruned models, six candidates, their scores
     # rerun: everything from the cache, nothing pruned again
     again = _search(tmp_path, tiny_src, fr.Bounds(max_ppl_ratio=1e6), resume=True)
     assert again["computed"] == [] and prunes == [(0.2,)] and again["chosen"] == rep["chosen"]
@@ -217,3 +217,38 @@ def test_plain_quants_only_measured_on_the_host_flag_a_speed_gap(tmp_path, tiny_
     assert all(c["gap_flag"] and c["decode_tps"] == c["decode_tps_measured"] for c in rep["candidates"])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "measured on the host" in md and "(!)" in md and "| 0.50 |" in md
+
+
+def test_two_held_out_texts_bound_the_worse_ratio_and_a_new_text_scores_only_itself(tmp_path, tiny_src):
+    from edgeprune.pipeline import search as s
+
+    model, held_out, calib = tiny_src
+    other = tmp_path / "other.txt"
+    other.write_text(held_out.read_text()[::-1])  # another "domain": the same characters reversed
+    cfg = _tiny_cfg(ratios=(0.2,), types=("q8_0",))
+    kw = dict(model=str(model), out=tmp_path / "out", calib=str(calib), log=lambda m: None)
+    one = s.search("host", fr.Bounds(max_ppl_ratio=1e6), cfg, eval_data=str(held_out), **kw)
+    two = s.search("host", fr.Bounds(max_ppl_ratio=1e6), cfg, eval_data=f"{held_out},{other}", resume=True, **kw)
+    # only the new text's reference and the two candidates' scores on it were computed
+    assert sorted(two["computed"]) == ["reference/other", "scores/adapt20-q8_0-other", "scores/dense-q8_0-other"]
+    for c in two["candidates"]:
+        assert set(c["ppl_ratios"]) == {"held_out", "other"} and c["ppl_ratio"] == max(c["ppl_ratios"].values())
+    first = {c["name"]: c["ppl_ratios"]["held_out"] for c in one["candidates"]}
+    assert {c["name"]: c["ppl_ratios"]["held_out"] for c in two["candidates"]} == first  # the cached scores, unchanged
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "ppl ratio held_out | ppl ratio other | worst" in md and "worst over these texts" in md
+    with pytest.raises(EdgepruneError, match="both name"):
+        s.search("host", fr.Bounds(max_ppl_ratio=1.1), cfg, eval_data=f"{held_out},{calib}", resume=True, **kw)
+
+
+def test_the_python_build_runs_a_search_when_given_a_bound(tmp_path, tiny_src, monkeypatch):
+    from edgeprune.pipeline import runner
+    from edgeprune.pipeline import search as s
+
+    seen = {}
+    monkeypatch.setattr(s, "search", lambda target, bounds, cfg, **kw: seen.update(bounds=bounds, cfg=cfg, **kw) or {"ok": 1})
+    cfg = _tiny_cfg()
+    assert runner.build("host", max_ppl_ratio=1.2, max_bytes=2**20, search=cfg, out=tmp_path / "o") == {"ok": 1}
+    assert seen["bounds"] == fr.Bounds(max_ppl_ratio=1.2, max_bytes=2**20) and seen["cfg"] is cfg
+    with pytest.raises(EdgepruneError, match="drop recipe= and remote="):
+        runner.build("host", max_ppl_ratio=1.2, recipe="default", out=tmp_path / "o")

@@ -10,7 +10,9 @@ def add_parser(sub) -> None:
     p.add_argument("--recipe", default=None, help="built-in recipe name or YAML file (default: default)")
     p.add_argument("--calib", default=None, help="calibration/training text: general, self, shakespeare, a file or folder "
                    "(default: general where the data directory has it, else text the model writes)")  # fmt: skip
-    p.add_argument("--eval", dest="eval_data", default="wikitext2", help="evaluation corpus name or text file")
+    p.add_argument("--eval", dest="eval_data", default=None,
+                   help="evaluation corpus name or text file (default wikitext2); a budgeted build takes several, "
+                   "comma-separated (default wikitext2,shakespeare) and bounds the worst")  # fmt: skip
     p.add_argument("--out", default=None, help="build directory (default: dist/TARGET)")
     p.add_argument("--resume", action="store_true", help="continue a build, skipping finished stages")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; load no weights")
@@ -50,7 +52,7 @@ def run(args) -> int:
         print("dry run: recipe and plan are valid; no weights were loaded")
         return 0
     report = build(args.target, model=args.model, recipe=args.recipe, out=args.out, calib=args.calib,
-                   eval_data=args.eval_data, resume=args.resume, max_memory_bytes=max_mem,
+                   eval_data=args.eval_data or "wikitext2", resume=args.resume, max_memory_bytes=max_mem,
                    min_decode_tps=args.min_decode_tps, remote=args.remote,
                    remote_options={"python": args.remote_python, "key": args.ssh_key})  # fmt: skip
     out = args.out or f"dist/{args.target}"

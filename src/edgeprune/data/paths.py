@@ -21,6 +21,8 @@ EMBEDDED_DIR = Path(__file__).resolve().parent / "embedded"
 # relative path -> SHA-256 of the file shipped under EMBEDDED_DIR (its README has the license)
 EMBEDDED = {
     "wikitext-2-raw/wiki.test.raw": "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08",
+    # the second held-out text of a budgeted build (another domain than Wikipedia)
+    "calib/tiny_shakespeare.txt": "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
 }
 
 

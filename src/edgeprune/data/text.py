@@ -12,6 +12,7 @@ from edgeprune.errors import EdgepruneError
 CORPORA = {
     "wikitext2": "wikitext-2-raw/wiki.test.raw",
     "wikitext2-valid": "wikitext-2-raw/wiki.valid.raw",
+    "shakespeare": "calib/tiny_shakespeare.txt",
 }
 
 

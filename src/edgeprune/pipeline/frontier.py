@@ -78,6 +78,7 @@ class Scored:
     decode_tps_measured: float | None = None
     decode_tps_predicted: float | None = None
     memory_bytes: int | None = None  # predicted runtime memory
+    ppl_ratios: dict | None = None  # held-out text -> ppl ratio (ppl_ratio is the worst of them)
     loadavg_1m: float | None = None  # the host's load average when the speed was measured
     path: str = ""
 

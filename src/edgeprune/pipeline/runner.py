@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeprune.pipeline.builddir import check_build_dir, inputs_hash, source_identity  # noqa: F401 (re-exported)
 from edgeprune.pipeline.plan import Plan, make_plan
 from edgeprune.pipeline.recipes import Recipe, parse_recipe
 from edgeprune.steps import step_for
@@ -76,19 +77,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def inputs_hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def source_identity(source: str) -> dict:
-    """What the model source is, for the inputs hash: a name, or a file/dir with size and mtime."""
-    from edgeprune.describe import resolve_artifact
-
-    kind, path = resolve_artifact(source)
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    return {"source": source, "kind": kind, "files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
-
-
 def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max_memory_bytes: int | None = None,
             min_decode_tps: float | None = None, remote: str | None = None) -> tuple[Recipe, Plan, dict]:  # fmt: skip
     """Validate everything that can be validated without loading weights (``--dry-run``)."""
@@ -138,18 +126,6 @@ def prepare(target: str, *, model: str | None, recipe: str, out: str | Path, max
     return recipe_obj.fit_to_plan(plan), plan, info
 
 
-def check_build_dir(out: Path, *, resume: bool) -> None:
-    """Refuse an ``out`` that cannot take this build, in microseconds, before anything is loaded:
-    a path that cannot be a writable folder, a folder holding something else, or a finished or
-    half-done build without ``resume``. An empty folder is fine."""
-    check_output_dir(out, exist_ok=True, parents=True)
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / "build.json").is_file():
-            raise EdgepruneError(f"{out} exists and is not an edgeprune build: choose another --out")
-        if not resume:
-            raise EdgepruneError(f"{out} already holds a build: pass --resume to continue it, or choose another --out")
-
-
 def build(
     target: str = "host",
     *,
@@ -157,18 +133,41 @@ def build(
     recipe: str | None = None,
     out: str | Path | None = None,
     calib: str | None = None,
-    eval_data: str = "wikitext2",
+    eval_data: str | None = None,
     resume: bool = False,
     max_memory_bytes: int | None = None,
     min_decode_tps: float | None = None,
     remote: str | None = None,
     remote_options: dict | None = None,
+    max_ppl_ratio: float | None = None,
+    max_bytes: int | None = None,
+    search=None,
     log=None,
 ):
     """Run a build; returns the report dict (also written to ``out/report.json``).
 
     ``remote``: ``ssh://user@host[:port]`` or ``adb://SERIAL``: profile steps measure on that board
-    (``remote_options``: :class:`edgeprune.runtime.remote.RemoteOptions` fields) instead of here."""
+    (``remote_options``: :class:`edgeprune.runtime.remote.RemoteOptions` fields) instead of here.
+
+    ``max_ppl_ratio`` / ``max_bytes`` make it a budgeted build (``edgeprune build --max-ppl-ratio``):
+    a search over plain quants and compressed candidates (``search``: a
+    :class:`~edgeprune.pipeline.search.SearchConfig`) that ships the fastest meeting every bound,
+    with ``min_decode_tps`` and ``max_memory_bytes`` as further bounds; ``recipe`` and ``remote``
+    do not apply to it. ``eval_data``: the evaluation text (default wikitext2; a search takes
+    several and defaults to wikitext2 and shakespeare)."""
+    from edgeprune.pipeline.frontier import Bounds
+
+    bounds = Bounds(max_ppl_ratio=max_ppl_ratio, max_bytes=max_bytes, min_decode_tps=min_decode_tps,
+                    max_memory_bytes=max_memory_bytes)  # fmt: skip
+    if bounds.searches():
+        if recipe is not None or remote is not None:
+            raise EdgepruneError("a budgeted build (max_ppl_ratio / max_bytes) makes its own candidates and measures on "
+                                 "the host: drop recipe= and remote=, or drop the bounds")  # fmt: skip
+        from edgeprune.pipeline.search import search as run_search
+
+        return run_search(target, bounds, search, model=model, out=out, calib=calib, eval_data=eval_data,
+                          resume=resume, log=log)  # fmt: skip
+    eval_data = eval_data or "wikitext2"
     from edgeprune.pipeline.recipes import DEFAULT_RECIPE
     from edgeprune.pipeline.report import write_report
     from edgeprune.models.builtin import DEFAULT_MODEL, builtin_path, is_builtin

@@ -12,16 +12,18 @@ Candidates:
 
 Calibration text is the build's ``--calib`` source, else the step context's default (``general``
 where the data directory has it, else ``self``); held-out scoring uses the first ``ppl_windows``
-windows of the build's evaluation text (``--eval``, WikiText-2 test by default), which nothing
-is fitted or tuned on. Decode speed is measured on the host (fresh processes, the profile
+windows of each evaluation text (``--eval``; by default WikiText-2 test and tiny-shakespeare, two
+domains, both shipped with the package), which nothing is fitted or tuned on; a candidate's ppl
+ratio is its worst over those texts. Decode speed is measured on the host (fresh processes, the profile
 harness) and predicted everywhere (``devices.cost.predict``); other targets use the prediction.
 
 Layout under ``--out DIR``, each directory written atomically with a manifest holding its inputs
 hash, so a rerun or ``--resume`` never recomputes a finished piece::
 
-    DIR/search/reference-HASH/        the dense model's held-out perplexity (the ratio's denominator)
+    DIR/search/reference/TEXT-HASH/   the dense model's perplexity on one held-out text (a ratio's denominator)
     DIR/search/models/adaptNN-HASH/   a pruned + reconstructed model (model/)
-    DIR/search/cands/NAME-HASH/       one candidate: its artifact, held-out ppl, measured/predicted speed
+    DIR/search/cands/NAME-HASH/       one candidate: its artifact, bytes, measured/predicted speed
+    DIR/search/scores/NAME-TEXT-HASH/ one candidate's perplexity on one held-out text
     DIR/<artifact>                    the shipped artifact (a hard link to its candidate's)
     DIR/report.json, report.md, frontier.png
 """
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.pipeline import frontier as fr
-from edgeprune.pipeline.runner import inputs_hash
+from edgeprune.pipeline.builddir import check_build_dir, inputs_hash, source_identity
 
 
 def _prune_default():
@@ -97,6 +99,35 @@ class Spec:
         if self.ratio is None:
             return fr.DENSE
         return f"adapt {self.ratio:g}" + (" + reconstruct" if reconstruct else "")
+
+
+# the held-out texts a search scores on by default: two domains (Wikipedia, Shakespeare's plays),
+# both shipped with the package; the bound applies to the worse ratio of the two
+DEFAULT_HELD_OUT = ("wikitext2", "shakespeare")
+
+
+def held_out_texts(eval_data: str | tuple[str, ...] | list[str] | None, calib) -> tuple[str, ...]:
+    """The held-out texts from ``--eval`` (a name, a file, or several comma-separated); one line
+    when one of them is also the calibration text."""
+    if eval_data is None:
+        texts = DEFAULT_HELD_OUT
+    elif isinstance(eval_data, str):
+        texts = tuple(t.strip() for t in eval_data.split(",") if t.strip())
+    else:
+        texts = tuple(str(t) for t in eval_data)
+    if not texts:
+        raise EdgepruneError("--eval names no text: pass a corpus name or file, or several comma-separated")
+    if len(set(texts)) != len(texts):
+        raise EdgepruneError(f"--eval names a text twice ({','.join(texts)}): name each once")
+    if calib is not None and str(calib) in texts:
+        raise EdgepruneError(f"--calib and --eval both name {calib}: the held-out text must not be the calibration text; "
+                             f"calibrate on general or your own text")  # fmt: skip
+    return texts
+
+
+def text_label(text: str) -> str:
+    """A short name for a held-out text: the corpus name, or a file's stem."""
+    return text if "/" not in text and "." not in text else Path(text).stem
 
 
 # -- pure: what to make -----------------------------------------------------------------------------
@@ -200,12 +231,12 @@ class Cache:
 # -- the search -------------------------------------------------------------------------------------
 
 
-def _perplexity(what, tokenizer, cfg: SearchConfig, eval_data: str) -> dict:
+def _perplexity(what, tokenizer, cfg: SearchConfig, text: str) -> dict:
     from edgeprune.eval import Evaluator, PerplexityConfig
 
     ev = Evaluator(what, tokenizer=tokenizer, batch_tokens=cfg.seq_len, progress=False)
     try:
-        rep = ev.perplexity(PerplexityConfig(data=eval_data, seq_len=cfg.seq_len, limit_tokens=cfg.ppl_windows * cfg.seq_len))
+        rep = ev.perplexity(PerplexityConfig(data=text, seq_len=cfg.seq_len, limit_tokens=cfg.ppl_windows * cfg.seq_len))
     finally:
         ev.close()
     return {"ppl": rep.ppl, "tokens": rep.tokens, "windows": rep.windows}
@@ -277,31 +308,32 @@ def _pruned_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, lo
 
 
 def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, model: str | None = None,
-           out: str | Path | None = None, calib: str | None = None, eval_data: str = "wikitext2",
-           resume: bool = False, log=None) -> dict:  # fmt: skip
-    """Run a budgeted build; returns the report (also ``out/report.json``). Raises
-    :class:`~edgeprune.pipeline.frontier.NoCandidate` (exit code 2) when no candidate meets ``bounds``:
-    the report is written, nothing is shipped."""
+           out: str | Path | None = None, calib: str | None = None,
+           eval_data: str | tuple[str, ...] | None = None, resume: bool = False, log=None) -> dict:  # fmt: skip
+    """Run a budgeted build; returns the report (also ``out/report.json``). ``eval_data``: the
+    held-out texts (default :data:`DEFAULT_HELD_OUT`); every candidate is scored on each, and the
+    bound applies to its worst ratio. Raises :class:`~edgeprune.pipeline.frontier.NoCandidate`
+    (exit code 2) when no candidate meets ``bounds``: the report is written, nothing is shipped."""
     from edgeprune.data.general import default_source, default_source_note
     from edgeprune.export.registry import FORMATS
     from edgeprune.fileio import write_text_atomic
     from edgeprune.models import load
     from edgeprune.models.builtin import DEFAULT_MODEL
-    from edgeprune.pipeline.runner import check_build_dir, source_identity
 
     cfg = cfg or SearchConfig()
     log = log or (lambda msg: print(msg, flush=True))
     source = model or DEFAULT_MODEL
     out = Path(out or f"dist/{target}")
     fmt, types = check_search(target, cfg, bounds)
+    texts = held_out_texts(eval_data, calib)
     bounds = with_budget(target, bounds)
     if calib is None and cfg.ratios:
         log("no --calib given: " + default_source_note())
     calib = calib or default_source()
-    if str(calib) == str(eval_data):
-        raise EdgepruneError(f"--calib and --eval are both {calib}: the held-out text must not be the calibration text")
+    texts = held_out_texts(texts, calib)
     check_build_dir(out, resume=resume)
-    header = {"format": 1, "target": target, "model": source, "search": cfg.settings(), "bounds": bounds.__dict__}
+    header = {"format": 1, "target": target, "model": source, "search": cfg.settings(), "bounds": bounds.__dict__,
+              "held_out": list(texts)}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "build.json", json.dumps(header, indent=2, default=str) + "\n")
     row = FORMATS[fmt]
@@ -316,20 +348,24 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
             loaded = load(source)
         return loaded
 
-    scoring = {"eval": eval_data, "ppl_windows": cfg.ppl_windows, "seq_len": cfg.seq_len}
-    _, ref = cache.get("reference", inputs_hash(key, scoring),
-                       lambda tmp: {**_perplexity(dense().model, dense().tokenizer, cfg, eval_data),
-                                    "what": _source_note(source)})  # fmt: skip
-    ref_ppl = ref["figures"]["ppl"]
+    def scoring(text: str) -> dict:
+        return {"eval": text, "ppl_windows": cfg.ppl_windows, "seq_len": cfg.seq_len}
+
+    refs = {}
+    for text in texts:
+        _, ref = cache.get(f"reference/{text_label(text)}", inputs_hash(key, scoring(text)),
+                           lambda tmp, text=text: {**_perplexity(dense().model, dense().tokenizer, cfg, text),
+                                                   "what": _source_note(source)})  # fmt: skip
+        refs[text] = ref["figures"]
     specs = candidate_specs(types, tuple(cfg.ratios))
     speed = {"measured": measured, "target": target, "prompt": cfg.prompt_tokens, "gen": cfg.gen_tokens, "reps": cfg.reps}
     todo = [sp for sp in specs if sp.ratio is not None
-            and not cache.done(f"cands/{sp.name}", _cand_inputs(key, cfg, sp, fmt, scoring, speed, calib))]  # fmt: skip
+            and not cache.done(f"cands/{sp.name}", _cand_inputs(key, cfg, sp, fmt, speed, calib))]  # fmt: skip
     model_dirs = _pruned_models(cache, dense(), key, cfg, calib, log) if todo else {}  # only when a pruned candidate is missing
     scored: list[fr.Scored] = []
     current: dict = {}
     for spec in specs:
-        inputs = _cand_inputs(key, cfg, spec, fmt, scoring, speed, calib)
+        inputs = _cand_inputs(key, cfg, spec, fmt, speed, calib)
 
         def make(tmp: Path, spec=spec) -> dict:
             src = "dense" if spec.ratio is None else str(model_dirs[spec.ratio] / "model")
@@ -339,24 +375,33 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
             lm = current["loaded"]
             done = row.export(lm.model, lm.tokenizer, tmp, spec.quant, verify=cfg.verify, source_gguf=dense().source_gguf)
             path = str(tmp / done.artifact)
-            figures = {"artifact": done.artifact, "bytes": done.bytes, **_perplexity(path, lm.tokenizer, cfg, eval_data),
-                       "predicted": _predict(path, target, cfg)}  # fmt: skip
+            figures = {"artifact": done.artifact, "bytes": done.bytes, "predicted": _predict(path, target, cfg)}
             if measured:
                 figures["measured"] = _measure(path, cfg)
             return figures
 
         d, manifest = cache.get(f"cands/{spec.name}", inputs, make)
         f = manifest["figures"]
+        path = str(d / f["artifact"])
+        # held-out scores: one cached piece per (candidate, text), so adding a text scores only it
+        ppls = {text: cache.get(f"scores/{spec.name}-{text_label(text)}", inputs_hash(inputs, scoring(text)),
+                                lambda tmp, text=text: _perplexity(path, dense().tokenizer, cfg, text))[1]["figures"]["ppl"]
+                for text in texts}  # fmt: skip
+        ratios = {text_label(t): ppls[t] / refs[t]["ppl"] for t in texts}
+        worst = max(texts, key=lambda t: ppls[t] / refs[t]["ppl"])
         meas = (f.get("measured") or {}).get("decode_tps")
         pred = f["predicted"]["decode_tps"]
         scored.append(fr.Scored(name=spec.name, method=spec.method(cfg.reconstruct is not None), quant=spec.quant,
-                                bytes=f["bytes"], ppl=f["ppl"], ppl_ratio=f["ppl"] / ref_ppl,
-                                decode_tps=meas if meas is not None else pred, decode_tps_measured=meas,
-                                decode_tps_predicted=pred, memory_bytes=f["predicted"]["memory_bytes"],
-                                loadavg_1m=(f.get("measured") or {}).get("loadavg_1m"),
-                                path=str(d / f["artifact"])))  # fmt: skip
-    notes = {"calibration": str(calib), "held_out": f"{eval_data}: the first {cfg.ppl_windows} x {cfg.seq_len} tokens "
-             "(scored only; nothing is calibrated, fitted or tuned on them)", "reference": ref["figures"],
+                                bytes=f["bytes"], ppl=ppls[worst], ppl_ratio=ratios[text_label(worst)],
+                                ppl_ratios=ratios, decode_tps=meas if meas is not None else pred,
+                                decode_tps_measured=meas, decode_tps_predicted=pred,
+                                memory_bytes=f["predicted"]["memory_bytes"],
+                                loadavg_1m=(f.get("measured") or {}).get("loadavg_1m"), path=path))  # fmt: skip
+    windows = f"the first {cfg.ppl_windows} x {cfg.seq_len} tokens of each"
+    notes = {"calibration": str(calib),
+             "held_out": f"{', '.join(texts)}: {windows} (scored only; nothing is calibrated, fitted or tuned on "
+                         "them); a candidate's ppl ratio is its worst over these texts",
+             "reference": {"what": refs[texts[0]]["what"], "ppl": {text_label(t): refs[t]["ppl"] for t in texts}},
              "speed": "measured on the host (median of fresh processes), predicted by the roofline model" if measured
              else f"predicted for {target} by the roofline cost model (devices.cost.predict)", "format": fmt,
              "computed": list(cache.computed)}  # fmt: skip
@@ -383,14 +428,14 @@ def _source_note(source: str) -> str:
     return note
 
 
-def _cand_inputs(key, cfg: SearchConfig, spec: Spec, fmt: str, scoring: dict, speed: dict, calib) -> str:
+def _cand_inputs(key, cfg: SearchConfig, spec: Spec, fmt: str, speed: dict, calib) -> str:
     import dataclasses
 
     model = None
     if spec.ratio is not None:
         recon = cfg.reconstruct.to_dict() if cfg.reconstruct is not None else None
         model = (dataclasses.replace(cfg.prune, target=spec.ratio).to_dict(), recon, calib)
-    return inputs_hash(key, model, fmt, spec.quant, cfg.verify, scoring, speed)
+    return inputs_hash(key, model, fmt, spec.quant, cfg.verify, speed)
 
 
 def _ship(chosen: fr.Scored, row, out: Path) -> str:
@@ -458,18 +503,21 @@ def search_markdown(r: dict) -> str:
              f"- bounds: {', '.join(f'{k} {v}' for k, v in r['bounds'].items()) or 'none'}",
              f"- held-out text: {r['held_out']}",
              f"- calibration text (pruning, reconstruction): {r['calibration']}",
-             f"- reference: {ref['what']}, held-out ppl {ref['ppl']:.3f} (ppl ratio = candidate ppl / this)",
+             f"- reference: {ref['what']}, held-out ppl {', '.join(f'{t} {v:.3f}' for t, v in ref['ppl'].items())} "
+             "(ppl ratio = candidate ppl / this, on each text)",
              f"- speed: {r['speed']}; a gap between measured and predicted decode above {fr.GAP_FLAG:.0%} is flagged (!)",
              f"- format: {r['format']}; computed in this run: {len(r['computed'])} piece(s), the rest from the cache",
-             "", "| candidate | method | quant | MiB | ppl | ppl ratio | decode tok/s measured | predicted | load avg | meets bounds | frontier |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+             "", f"| candidate | method | quant | MiB | {' | '.join(f'ppl ratio {t}' for t in ref['ppl'])} | worst | "
+             "decode tok/s measured | predicted | load avg | meets bounds | frontier |",
+             "|---|---|---|---:|" + "---:|" * (len(ref["ppl"]) + 1) + "---:|---:|---:|---|---|"]  # fmt: skip
     for c in sorted(r["candidates"], key=lambda c: -c["decode_tps"]):
         mark = " **(shipped)**" if c["name"] == r["chosen"] else ""
         gap = " (!)" if c["gap_flag"] else ""
         front = "/".join(k for k, f in (("speed", c["frontier_speed"]), ("bytes", c["frontier_bytes"])) if f)
         meets = "yes" if c["meets"] else "no: " + ", ".join(f"{k} by {v:.0%}" for k, v in c["misses"].items())
         load = c.get("loadavg_1m")
-        lines.append(f"| {c['name']}{mark} | {c['method']} | {c['quant']} | {c['bytes'] / 2**20:.1f} | {c['ppl']:.3f} | "
+        per_text = " | ".join(f"{c['ppl_ratios'].get(t, float('nan')):.3f}" for t in ref["ppl"])
+        lines.append(f"| {c['name']}{mark} | {c['method']} | {c['quant']} | {c['bytes'] / 2**20:.1f} | {per_text} | "
                      f"{c['ppl_ratio']:.3f} | {_tps(c['decode_tps_measured'])}{gap} | {_tps(c['decode_tps_predicted'])} | "
                      f"{'' if load is None else f'{load:.2f}'} | {meets} | {front} |")  # fmt: skip
     lines += ["", "![frontier](frontier.png)"]
@@ -509,7 +557,7 @@ def frontier_plot(rows: list[dict], path: Path, *, bounds: fr.Bounds | None = No
         if limit:
             ax.axvline(limit, color="grey", ls=":", lw=1)
         ax.set_xlabel(label)
-        ax.set_ylabel("held-out ppl / dense ppl")
+        ax.set_ylabel("held-out ppl / dense ppl (worst text)")
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()

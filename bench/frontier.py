@@ -1,5 +1,6 @@
 """Budgeted-build frontier: the search `edgeprune build --max-ppl-ratio R` runs (plain quants of the
-dense model and Adapt-Pruner + local reconstruction at several ratios, from one pruning run), as a bench.
+dense model with and without llama.cpp's importance matrix, Adapt-Pruner + local reconstruction at
+several ratios from one pruning run, depth pruning + reconstruction), as a bench.
 
 Writes ``bench/results/frontier.json`` (the standard ``{bench, command, machine, versions, rows}``),
 ``frontier.md`` (the table) and ``frontier.png`` (ppl ratio vs decode tok/s and vs MiB; plain
@@ -35,12 +36,17 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="host")
     p.add_argument("--max-ppl-ratio", type=float, default=1.10, help="the bound the choice is made under (default 1.10)")
     p.add_argument("--ratios", default="0.1,0.2,0.3")
+    p.add_argument("--depths", default="3,6", help="decoder layers removed, one model each")
+    p.add_argument("--no-imatrix", dest="imatrix", action="store_false", help="no importance-matrix candidates")
     p.add_argument("--types", default=None, help="comma-separated types (default: the format's 4- to 8-bit types)")
     p.add_argument("--ppl-windows", type=int, default=4)
     p.add_argument("--recon-epochs", type=int, default=None, help="Reconstruct epochs (default: the step's)")
     p.add_argument("--recon-windows", type=int, default=0, help="Reconstruct calib_windows (0: the policy's all)")
     p.add_argument("--prune-windows", type=int, default=None, help="Adapt-Pruner calib_windows per mini-step (default: the step's)")
     p.add_argument("--reps", type=int, default=3, help="profile repetitions per candidate")
+    p.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="predict speed only: make and score every candidate (e.g. on a busy machine), measure later")
+    p.add_argument("--remeasure", action="store_true", help="drop the cached speed measurements and take them again (quiet machine)")
     p.add_argument("--calib", default=None, help="calibration source (default: general where present, else self)")
     p.add_argument("--eval", dest="eval_data", default="wikitext2,shakespeare", help="held-out texts, comma-separated")
     p.add_argument("--out", default="dist/frontier", help="the search's build directory (its cache)")
@@ -52,17 +58,22 @@ def main(argv=None) -> int:
     prune = SearchConfig().prune
     if a.prune_windows:
         prune = dataclasses.replace(prune, calib_windows=a.prune_windows)
-    cfg = SearchConfig(ratios=tuple(float(r) for r in a.ratios.split(",") if r), reconstruct=recon, ppl_windows=a.ppl_windows, prune=prune,
-                       types=tuple(a.types.split(",")) if a.types else None, reps=a.reps)  # fmt: skip
+    cfg = SearchConfig(ratios=tuple(float(r) for r in a.ratios.split(",") if r), depths=tuple(int(d) for d in a.depths.split(",") if d),
+                       imatrix=a.imatrix, reconstruct=recon, ppl_windows=a.ppl_windows, prune=prune,
+                       types=tuple(a.types.split(",")) if a.types else None, reps=a.reps, measure=a.measure)  # fmt: skip
     bounds = fr.Bounds(max_ppl_ratio=a.max_ppl_ratio)
     default = dataclasses.replace(SearchConfig(), types=check_search(a.target, SearchConfig(), bounds)[1])
-    reduced = [f"{k}: {getattr(cfg, k)} (build default {getattr(default, k)})" for k in ("ratios", "ppl_windows", "types", "reps")
+    reduced = [f"{k}: {getattr(cfg, k)} (build default {getattr(default, k)})" for k in ("ratios", "depths", "imatrix", "ppl_windows", "types", "reps")
                if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(default, k)]  # fmt: skip
     if prune != default.prune:
         reduced.append(f"prune: calib_windows {prune.calib_windows} per mini-step (step default {default.prune.calib_windows})")
     if recon != Reconstruct():
         reduced.append(f"reconstruct: epochs {recon.epochs}, calib_windows {recon.calib_windows} (step default {Reconstruct().epochs}, all)")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    if a.remeasure:
+        import shutil
+
+        shutil.rmtree(Path(a.out) / "search" / "speed", ignore_errors=True)
     t0 = time.perf_counter()
     try:
         rep = search(a.target, bounds, cfg, model=a.model, out=a.out, calib=a.calib, eval_data=a.eval_data, resume=True)
@@ -85,7 +96,7 @@ def main(argv=None) -> int:
     prune_s = max((m["figures"].get("prune_wall_s", 0.0) for m in pieces), default=0.0)  # the one Adapt-Pruner run
     doc = document("frontier", rows, piece_wall_s=walls, prune_run_wall_s=round(prune_s, 1),
                    total_wall_s=round(sum(walls.values()) + prune_s, 1), settings=cfg.settings(), reduced=reduced, bounds=rep["bounds"], verdict=rep["verdict"],
-                   chosen=rep["chosen"], held_out=rep["held_out"], calibration=rep["calibration"],
+                   chosen=rep["chosen"], held_out=rep["held_out"], calibration=rep["calibration"], skipped=rep["skipped"],
                    reference=rep["reference"], speed=rep["speed"])  # fmt: skip
     notes = [f"Verdict at --max-ppl-ratio {a.max_ppl_ratio:g}: {rep['verdict']}",
              f"Held out: {rep['held_out']}. Calibration: {rep['calibration']}. Reference: {rep['reference']['what']}, "
@@ -93,6 +104,8 @@ def main(argv=None) -> int:
              f"Made in {(sum(walls.values()) + prune_s) / 60:.1f} min: the Adapt-Pruner run {prune_s / 60:.1f} min, the "
              f"rest {sum(walls.values()) / 60:.1f} min (a shared 2-core machine: load average above); this run computed "
              f"{len(rep['computed'])} piece(s) and took {run_s:.1f} s (a rerun reads everything from the cache).",
+             *([f"Not made (their model's most precise type already misses the bound): {'; '.join(rep['skipped'])}"]
+               if rep["skipped"] else []),
              "REDUCED run: " + "; ".join(reduced) if reduced else "Full default search."]  # fmt: skip
     write_results(doc, RESULTS / "frontier.json", RESULTS / "frontier.md", COLUMNS, notes=notes)
     frontier_plot([{**r, "frontier_speed": "speed" in r["frontier"], "frontier_bytes": "bytes" in r["frontier"]}

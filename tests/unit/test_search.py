@@ -111,7 +111,7 @@ def _tiny_cfg(**kw):
     from edgeprune.compress.structured.config import StructuredPrune
     from edgeprune.pipeline.search import SearchConfig
 
-    base = dict(ratios=(0.2, 0.4), types=("q8_0", "q4_0"), ppl_windows=2, seq_len=64, measure=False,
+    base = dict(ratios=(0.2, 0.4), depths=(), imatrix=False, types=("q8_0", "q4_0"), ppl_windows=2, seq_len=64, measure=False,
                 prune=StructuredPrune(method="adapt", align=16, calib_windows=4),
                 reconstruct=Reconstruct(epochs=1, calib_windows=8, batch_size=4), prompt_tokens=16, gen_tokens=8,
                 verify=False)  # fmt: skip
@@ -188,7 +188,7 @@ def test_tiny_search_with_an_impossible_bound_ships_nothing_via_the_cli(tmp_path
     assert "no candidate meets" in err and "closest is" in err and "nothing shipped" in err
     assert not list((tmp_path / "out").glob("*.gguf"))
     assert json.loads((tmp_path / "out" / "report.json").read_text())["shipped"] is None
-    assert seen == {"ratios": (0.2,), "types": ("q8_0",), "ppl_windows": 4}
+    assert seen == {"ratios": (0.2,), "depths": (3, 6), "types": ("q8_0",), "ppl_windows": 4, "imatrix": True}
 
 
 def test_cli_rejects_bad_bounds_before_loading(tmp_path, monkeypatch, capsys):
@@ -201,8 +201,13 @@ def test_cli_rejects_bad_bounds_before_loading(tmp_path, monkeypatch, capsys):
     assert main(["build", "--max-ppl-ratio", "1.1", "--max-bytes", "1G", "--max-memory", "100", "--out", str(tmp_path / "o")]) == 2
     assert "contradict" in capsys.readouterr().err
     assert main(["build", "--max-bytes", "12x"]) == 2
-    assert main(["build", "--max-ppl-ratio", "1.1", "--dry-run", "--ratios", "0.1"]) == 0
-    assert "12 candidates" in capsys.readouterr().out
+    assert main(["build", "--max-ppl-ratio", "1.1", "--dry-run", "--ratios", "0.1", "--depths", "2"]) == 0
+    out = capsys.readouterr().out
+    # six types (five read an imatrix): dense 6 + 5 with it; each compressed model 1 + 5 with it
+    assert "23 candidates" in out and "depths 2" in out and "imatrix q6_k, q5_k_m, q5_0, q4_k_m, q4_0" in out
+    assert main(["build", "--max-ppl-ratio", "1.1", "--dry-run", "--ratios", "", "--depths", "", "--no-imatrix"]) == 0
+    assert "6 candidates" in capsys.readouterr().out
+    assert main(["build", "--max-ppl-ratio", "1.1", "--dry-run", "--depths", "0,x"]) == 2
 
 
 def test_plain_quants_only_measured_on_the_host_flag_a_speed_gap(tmp_path, tiny_src, monkeypatch):
@@ -252,3 +257,29 @@ def test_the_python_build_runs_a_search_when_given_a_bound(tmp_path, tiny_src, m
     assert seen["bounds"] == fr.Bounds(max_ppl_ratio=1.2, max_bytes=2**20) and seen["cfg"] is cfg
     with pytest.raises(EdgepruneError, match="drop recipe= and remote="):
         runner.build("host", max_ppl_ratio=1.2, recipe="default", out=tmp_path / "o")
+
+
+def test_depth_and_imatrix_candidates_and_hopeless_models_are_not_quantized_further(tmp_path, tiny_src, monkeypatch):
+    from edgeprune.pipeline import search as s
+
+    real = s._perplexity
+    # the depth model scores far worse than the bound (a deterministic stand-in for a bad model)
+    monkeypatch.setattr(s, "_perplexity", lambda what, tok, cfg, text: {**real(what, tok, cfg, text), "ppl": 1e9}
+                        if "depth1" in str(what) else real(what, tok, cfg, text))  # fmt: skip
+    model, held_out, calib = tiny_src
+    cfg = _tiny_cfg(ratios=(), depths=(1,), imatrix=True)
+    kw = dict(model=str(model), out=tmp_path / "out", calib=str(calib), eval_data=str(held_out), log=lambda m: None)
+    rep = s.search("host", fr.Bounds(max_ppl_ratio=1e6), cfg, **kw)
+    assert [c["name"] for c in rep["candidates"]] == ["dense-q8_0", "dense-q4_0", "dense-q4_0-imatrix", "depth1-q8_0"]
+    assert rep["skipped"] == ["depth1-q4_0-imatrix (its model's depth1-q8_0 already misses the ppl bound)"]
+    methods = {c["name"]: (c["method"], c["plain"]) for c in rep["candidates"]}
+    assert methods["dense-q4_0-imatrix"] == ("dense + imatrix", True)
+    assert methods["depth1-q8_0"] == ("depth -1 layers + reconstruct", False)
+    assert any(p.startswith("imatrix/dense") for p in rep["computed"]) and any(p.startswith("models/depth1") for p in rep["computed"])
+    import gguf
+
+    art = gguf.GGUFReader(next(c["path"] for c in rep["candidates"] if c["name"] == "depth1-q8_0"))
+    assert art.fields["llama.block_count"].parts[-1][0] == 2  # three layers, one removed
+    # without a ppl bound nothing is hopeless: the skipped candidate is made, the rest read from the cache
+    again = s.search("host", fr.Bounds(max_bytes=2**30), cfg, resume=True, **kw)
+    assert again["computed"] == ["imatrix/depth1", "cands/depth1-q4_0-imatrix", "scores/depth1-q4_0-imatrix-held_out"]

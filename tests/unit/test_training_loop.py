@@ -202,3 +202,60 @@ def test_reconstruction_fit_matches_the_loop_before_the_move():
     assert [r["epoch_loss"][0] for r in rep.per_submodel] == pytest.approx([2.2200969457626343, 5.985347032546997], rel=1e-5)
     assert rep.rel_mse_after == pytest.approx(0.7731739834344842, rel=1e-5)
     assert _moved(before, model) == pytest.approx(18.559512697625905, rel=1e-4)
+
+
+# -- top-k teacher logits ------------------------------------------------------------------------------
+
+
+def test_topk_kl_with_every_token_kept_is_the_full_kl_and_close_with_the_head():
+    s, t, labels = _logits(vocab=50)
+    full = tr.distill_loss(s, t, labels, ce_weight=0.0, kd_weight=1.0, temperature=2.0)[2]
+    every = tr.distill_loss(s, tr.TopK(*t.topk(50, dim=-1)), labels, ce_weight=0.0, kd_weight=1.0, temperature=2.0)[2]
+    assert torch.allclose(every, full, atol=1e-6)
+    # a peaked teacher: its top 5 hold nearly all the mass, so the truncated KL is close
+    peaked = t * 6
+    full_p = tr.distill_loss(s, peaked, labels, ce_weight=0.0, kd_weight=1.0, temperature=1.0)[2]
+    top5 = tr.distill_loss(s, tr.TopK(*peaked.topk(5, dim=-1)), labels, ce_weight=0.0, kd_weight=1.0, temperature=1.0)[2]
+    assert abs(float(top5) / float(full_p) - 1) < 0.1
+    s.requires_grad_(True)
+    loss = tr.distill_loss(s, tr.TopK(*t.topk(5, dim=-1)), labels, ce_weight=0.5, kd_weight=0.5, temperature=2.0)[0]
+    loss.backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
+def test_topk_teacher_runs_each_window_once_whatever_the_order():
+    torch.manual_seed(0)
+    teacher = tiny_llama().eval()
+    cached = tr.TopKTeacher(teacher, 4)
+    ids = _ids(n=6)
+    first = cached(input_ids=ids[:4]).logits
+    again = cached(input_ids=ids[[5, 1, 4, 0]]).logits  # two new rows, two kept ones
+    assert cached.forwards == 6
+    with torch.no_grad():
+        ref = teacher(input_ids=ids).logits.topk(4, dim=-1)
+    assert torch.equal(first.indices.long(), ref.indices[:4]) and torch.allclose(first.values, ref.values[:4])
+    assert torch.allclose(again.values, ref.values[[5, 1, 4, 0]], atol=1e-5)
+    assert again.values.shape == (4, ids.shape[1], 4) and again.indices.dtype == torch.int32
+
+
+def test_recovery_with_kept_topk_logits_trains_and_keeps_them_across_calls():
+    from edgeprune.compress.structured.recovery import TrainConfig, train
+    from edgeprune.errors import EdgepruneError
+
+    torch.manual_seed(0)
+    teacher = tiny_llama().eval()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    ids = _ids(n=4)
+    cfg = TrainConfig(tokens=4 * 16 * 3, batch_size=4, kd_alpha=1.0, kd_topk=8, warmup=0.0, decay=0.0, lr=1e-3)
+    cached = tr.TopKTeacher(teacher, cfg.kd_topk)
+    rep = train(student, ids, cfg, teacher=cached, progress=False)
+    assert rep.steps == 3 and cached.forwards == 4  # three steps on the same four windows: one teacher pass each
+    assert rep.last_loss < rep.first_loss
+    train(student, ids, cfg, teacher=cached, progress=False)
+    assert cached.forwards == 4
+    with pytest.raises(EdgepruneError, match="kd_topk"):
+        TrainConfig(kd_topk=-1)
+    assert TrainConfig(train_dtype="auto").train_dtype == "auto"

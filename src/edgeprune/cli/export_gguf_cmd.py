@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# llama-imatrix's own chunk is 512 tokens; 64 of them (32k tokens) took 5 min for SmolLM2-135M on a
+# busy 2-core host. Means of squares settle early: a build's 64 x 128 draw gave the same Q4_K_M ppl
+# (bench/results/imatrix.md)
+IMATRIX_WINDOWS = 64
+IMATRIX_SEQ_LEN = 512
+
 
 def add_parser(sub) -> None:
     from edgeprune.export.gguf.tables import QTYPES
@@ -22,6 +28,15 @@ def add_parser(sub) -> None:
     p.add_argument("--source-gguf", metavar="FILE", default=None,
                    help="copy the tokenizer of this .gguf file or built-in name verbatim (default: the model's own "
                    "GGUF, or the tokenizer.gguf record a directory written by edgeprune carries)")  # fmt: skip
+    im = p.add_mutually_exclusive_group()
+    im.add_argument("--imatrix", metavar="FILE", default=None,
+                    help="weight the quantizer's rounding by this importance matrix (llama.cpp's GGUF imatrix, from "
+                    "--imatrix-calib or llama-imatrix); K-quants and q4_0/q4_1/q5_0/q5_1")  # fmt: skip
+    im.add_argument("--imatrix-calib", metavar="SOURCE", default=None,
+                    help="compute the importance matrix from this calibration text (general, shakespeare, self or a file; "
+                    "never the evaluation set) and keep it beside the output as NAME.imatrix.gguf")  # fmt: skip
+    p.add_argument("--imatrix-windows", type=int, default=IMATRIX_WINDOWS, metavar="N", help=f"--imatrix-calib windows (default {IMATRIX_WINDOWS})")
+    p.add_argument("--imatrix-seq-len", type=int, default=IMATRIX_SEQ_LEN, metavar="T", help=f"--imatrix-calib tokens per window (default {IMATRIX_SEQ_LEN})")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p.set_defaults(run=run)
 
@@ -30,14 +45,27 @@ def run(args) -> int:
     from edgeprune.export.gguf.api import export_gguf, preflight
 
     # Settle the cheap questions (type, output path, binary, source) before spending seconds loading the model.
-    preflight(args.out, qtype=args.qtype, overwrite=args.overwrite, verify=args.verify, llama_quantize=args.llama_quantize, option="--overwrite")
+    preflight(args.out, qtype=args.qtype, overwrite=args.overwrite, verify=args.verify, llama_quantize=args.llama_quantize,
+              imatrix=args.imatrix, option="--overwrite")  # fmt: skip
+    if args.imatrix_calib is not None:
+        _check_imatrix_calib(args)
     source = _source_gguf(args.source_gguf)
     from edgeprune.models import load
 
     loaded = load(args.model)
+    imatrix = args.imatrix
+    if args.imatrix_calib is not None:
+        from pathlib import Path
+
+        from edgeprune.export.gguf.imatrix import compute_imatrix, write_imatrix
+
+        im = compute_imatrix(loaded.model, loaded.tokenizer, args.imatrix_calib, n_windows=args.imatrix_windows,
+                             seq_len=args.imatrix_seq_len, progress=True)  # fmt: skip
+        imatrix = write_imatrix(Path(args.out).with_suffix(".imatrix.gguf"), im)
+        print(f"imatrix: {im.tokens} tokens of {', '.join(im.datasets)} -> {imatrix}")
     report = export_gguf(  # source_gguf: the GGUF (or a directory's record of it) whose tokenizer keys are copied verbatim
         loaded.model, loaded.tokenizer, args.out, qtype=args.qtype, source_gguf=source or loaded.source_gguf,
-        verify=args.verify, overwrite=args.overwrite, llama_quantize=args.llama_quantize,
+        verify=args.verify, overwrite=args.overwrite, llama_quantize=args.llama_quantize, imatrix=imatrix,
     )  # fmt: skip
     if args.json:
         print(report.to_json(), end="")
@@ -58,8 +86,25 @@ def run(args) -> int:
         print(line)
     else:
         print("not verified (--no-verify)")
+    if report.imatrix:
+        im = report.imatrix
+        print(f"imatrix: {im['entries']} matrices weighted by {im['tokens']} tokens of {', '.join(im['datasets'])} ({im['file']})")
     print(f"report: {report.report_path}")
     return 0
+
+
+def _check_imatrix_calib(args) -> None:
+    """--imatrix-calib's cheap checks: a type that reads an imatrix, a calibration source, window sizes."""
+    from edgeprune.data.calib import check_source
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.export.gguf.imatrix import type_problems
+
+    problems = type_problems(args.qtype.lower())
+    if problems:
+        raise EdgepruneError(problems[0])
+    check_source(args.imatrix_calib)
+    if args.imatrix_windows < 1 or args.imatrix_seq_len < 2:
+        raise EdgepruneError("--imatrix-windows must be >= 1 and --imatrix-seq-len >= 2")
 
 
 def _source_gguf(name: str | None):

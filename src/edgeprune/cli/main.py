@@ -22,6 +22,7 @@ VERBS = {
     "build": "edgeprune.cli.build_cmd",
     "export": "edgeprune.cli.export_cmd",
     "reconstruct": "edgeprune.cli.reconstruct_cmd",
+    "depth": "edgeprune.cli.depth_cmd",
     # later verbs add one line each here (eval, export, prune, sparsify, reconstruct, profile, build, devices)
 }
 

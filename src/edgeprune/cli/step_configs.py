@@ -39,6 +39,15 @@ def reconstruct_config(args):
     return Reconstruct.from_dict(config_settings(args.config, Reconstruct, flags))
 
 
+def depth_config(args):
+    """``edgeprune depth``: the Depth step."""
+    from edgeprune.compress.depth.config import Depth
+
+    flags = {**_given(args, "layers", "fraction", "score", "seed"),
+             "protect_first": False if args.no_protect_first else None, "protect_last": False if args.no_protect_last else None}  # fmt: skip
+    return Depth.from_dict(config_settings(args.config, Depth, flags))
+
+
 def sparsify_steps(args):
     """``edgeprune sparsify``: ``(prune_or_train_step, quant_step)``; a one-shot prune carries its
     quantization nested (one pass; no second step), AST training has it as a step after."""

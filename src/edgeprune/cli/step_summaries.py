@@ -25,6 +25,15 @@ def reconstruct_lines(rep, cfg, out, *, wall_s: float, threads: int) -> list[str
             f"wrote {out}"]  # fmt: skip
 
 
+def depth_lines(rep, out, *, wall_s: float, threads: int) -> list[str]:
+    """``edgeprune depth``'s lines for a DepthReport."""
+    score = rep.config.get("score")
+    return [f"removed {len(rep.removed)} of {rep.layers_before} decoder layers {rep.removed} (score {score}) in {wall_s}s "
+            f"(threads {threads}); kept original layers {rep.kept}",
+            f"parameters {rep.params_before} -> {rep.params_after}",
+            f"wrote {out} (recover it with: edgeprune reconstruct --model {out} --dense <the dense model>)"]  # fmt: skip
+
+
 def where_24_pays(target: str | None) -> list[str]:
     """Lines for ``edgeprune sparsify``'s output: the target's 2:4 note, and which known devices have
     2:4 kernels (an unknown ``target`` fails here, with "did you mean")."""

@@ -8,7 +8,9 @@ reconstruction (``reconstruct.py``) share, in one place so the three loops canno
   :func:`resolve_autocast`, :func:`autocast`. Autocast is CPU autocast: master weights, optimizer
   state and the losses stay float32;
 - **distillation**: :func:`distill_loss`, ``ce_weight * CE + kd_weight * T^2 * KL``, and
-  :func:`kd_loss`, its ``alpha`` form (pure tensor maths, tested alone);
+  :func:`kd_loss`, its ``alpha`` form (pure tensor maths, tested alone); the teacher's logits are
+  either live (a full ``(batch, seq, vocab)`` tensor) or its top-k, :class:`TopK`, computed once per
+  window and kept by :class:`TopKTeacher`, so a window seen again costs no teacher forward;
 - **gradient checkpointing**: :func:`set_gradient_checkpointing`;
 - **the optimizer step**: :func:`adamw`, :func:`set_lr`, :func:`clip_and_step`, and :func:`lm_step`,
   one step of a causal LM (micro-batches, teacher logits, loss, backward, clip, step).
@@ -19,9 +21,11 @@ The step modules keep what differs between them: schedules, budgets, masks, repo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,24 @@ TRAIN_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 # -- pure maths ------------------------------------------------------------------------------------------
 
 
+class TopK(NamedTuple):
+    """A teacher's ``k`` largest logits per position: ``values`` ``(batch, seq, k)`` float32 and their
+    vocabulary ``indices`` ``(batch, seq, k)``."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+def topk_kl(student_logits: torch.Tensor, teacher: TopK, temperature: float) -> torch.Tensor:
+    """Per-position ``KL(teacher_T || student_T)`` with the teacher's distribution truncated to its top k
+    (renormalised over them) and the student's full log-softmax gathered at those tokens:
+    ``sum_i p_t,i (log p_t,i - log p_s,i)`` over the k. ``student_logits`` ``(batch, seq, vocab)`` ->
+    ``(batch, seq)``. With k = vocab it is the full KL."""
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher.indices.long())
+    log_p_t = F.log_softmax(teacher.values.float() / temperature, dim=-1)  # over the k kept: renormalised
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+
+
 def distill_loss(student_logits, teacher_logits, labels, *, ce_weight: float, kd_weight: float, temperature: float,
                  ignore_index: int = -100):  # fmt: skip
     """``ce_weight * CE(student, labels) + kd_weight * T^2 * KL(teacher_T || student_T)``, mean over the
@@ -40,18 +62,21 @@ def distill_loss(student_logits, teacher_logits, labels, *, ce_weight: float, kd
 
     ``*_logits``: ``(batch, seq, vocab)`` predicting the *next* token (the causal shift is done here:
     position t predicts ``labels[t + 1]``); ``labels``: ``(batch, seq)``. Without a teacher (or with
-    ``kd_weight`` 0) the loss is ``ce_weight * CE``. Returns ``(loss, ce, kl)``, the last two
-    detached, for logging.
+    ``kd_weight`` 0) the loss is ``ce_weight * CE``. ``teacher_logits`` may be a :class:`TopK`
+    (:func:`topk_kl`). Returns ``(loss, ce, kl)``, the last two detached, for logging.
     """
     s = student_logits[:, :-1].float()
     tgt = labels[:, 1:]
     ce = F.cross_entropy(s.reshape(-1, s.shape[-1]), tgt.reshape(-1), ignore_index=ignore_index)
     if teacher_logits is None or kd_weight == 0:
         return ce_weight * ce, ce.detach(), torch.zeros(())
-    t = teacher_logits[:, :-1].float()
-    log_p_s = F.log_softmax(s / temperature, dim=-1)
-    log_p_t = F.log_softmax(t / temperature, dim=-1)
-    kl_tok = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (batch, seq-1)
+    if isinstance(teacher_logits, TopK):
+        kl_tok = topk_kl(s, TopK(teacher_logits.values[:, :-1], teacher_logits.indices[:, :-1]), temperature)
+    else:
+        t = teacher_logits[:, :-1].float()
+        log_p_s = F.log_softmax(s / temperature, dim=-1)
+        log_p_t = F.log_softmax(t / temperature, dim=-1)
+        kl_tok = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (batch, seq-1)
     mask = tgt != ignore_index
     # with nothing ignored this is, to the bit on CPU, the plain mean AST used
     kl = (kl_tok * mask).sum() / mask.sum().clamp_min(1)
@@ -167,6 +192,52 @@ def embedding_params(model) -> list[torch.nn.Parameter]:
         if mod is not None:
             out += list(mod.parameters())
     return out
+
+
+# -- a teacher whose logits are computed once per window ---------------------------------------------------
+
+
+class TopKTeacher:
+    """Wraps a frozen teacher so each distinct window's top-``k`` logits are computed once and kept.
+
+    Called like a model (``teacher(input_ids=ids, use_cache=False).logits``), it returns a
+    :class:`TopK` for the batch: rows seen before come from the cache (keyed by their token bytes, so
+    any window order or micro-batching finds them), new rows run through the teacher (under the
+    caller's autocast) and are kept. Recovery training draws the same windows again across epochs and
+    pruning stages, where the dense teacher's answer never changes: the teacher forward is paid once
+    per window instead of once per draw. Memory: ``k * 8`` bytes per token (float32 values, int32
+    indices): 64 -> 512 B/token, 100 MB for 200k distinct tokens."""
+
+    def __init__(self, teacher, k: int):
+        self.teacher, self.k = teacher, int(k)
+        self.cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.forwards = 0  # teacher rows actually run (for reports and tests)
+
+    def eval(self):
+        self.teacher.eval()
+        return self
+
+    @staticmethod
+    def _key(row: torch.Tensor) -> bytes:
+        return hashlib.blake2b(row.contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    def __call__(self, input_ids: torch.Tensor, use_cache: bool = False):
+        keys = [self._key(r) for r in input_ids.cpu()]
+        missing = [i for i, key in enumerate(keys) if key not in self.cache]
+        if missing:
+            with torch.no_grad():
+                logits = self.teacher(input_ids=input_ids[missing], use_cache=False).logits  # (m, seq, vocab)
+                top = logits.float().topk(self.k, dim=-1)
+            for j, i in enumerate(missing):
+                self.cache[keys[i]] = (top.values[j].clone(), top.indices[j].to(torch.int32).clone())
+            self.forwards += len(missing)
+        values = torch.stack([self.cache[key][0] for key in keys])  # (batch, seq, k)
+        indices = torch.stack([self.cache[key][1] for key in keys])
+        return _Logits(TopK(values, indices))
+
+
+class _Logits(NamedTuple):
+    logits: TopK
 
 
 # -- the optimizer step ----------------------------------------------------------------------------------

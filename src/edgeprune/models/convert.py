@@ -17,6 +17,9 @@ _SHARED_KEYS = (
     "initializer_range", "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id",
     "tie_word_embeddings", "rope_parameters", "attention_dropout",
 )  # fmt: skip
+# What earlier steps recorded in the config and later ones read (depth pruning's kept original layers,
+# edgeprune.compress.depth.remove): carried over when present, so a depth-pruned model stays one after conversion.
+_RECORD_KEYS = ("edgeprune_kept_layers", "edgeprune_source_layers")
 
 # Bias layout per source family: (q/k/v bias, o bias, mlp bias), read from the source config.
 _BIASES = {
@@ -57,6 +60,9 @@ def per_layer_config(config):
         mlp_bias=mlp_bias,
         source_model_type=mt,
     )
+    for key in _RECORD_KEYS:
+        if getattr(config, key, None) is not None:
+            setattr(new, key, getattr(config, key))
     new._attn_implementation = config._attn_implementation
     return new
 

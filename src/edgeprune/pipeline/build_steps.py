@@ -17,6 +17,9 @@ from edgeprune.export.registry import BIT_WIDTHS, FORMATS, all_quants, format_na
 from edgeprune.pipeline.plan import AUTO_FORMATS
 
 
+IMATRIX_FORMAT = "gguf"  # the format whose quantizer reads an importance matrix (llama.cpp's)
+
+
 @dataclass(frozen=True)
 class Export(StepConfig):
     """Write a deployable artifact in one of the registered formats (GGUF for llama.cpp, ONNX for onnxruntime)."""
@@ -28,6 +31,9 @@ class Export(StepConfig):
     # 8bit, float) resolved for the chosen format, or "auto": the target's preferred type
     quant: str = "auto"
     verify: bool = True
+    # GGUF only: weight llama.cpp's rounding by an importance matrix computed from the build's
+    # calibration windows (ctx.calibration), written beside the artifact as imatrix.gguf
+    imatrix: bool = False
 
     def check(self) -> list[str]:
         problems = unknown_choice("export format", self.format, AUTO_FORMATS + format_names())
@@ -36,6 +42,14 @@ class Export(StepConfig):
         valid = quants + BIT_WIDTHS
         if self.quant != "auto" and self.quant not in valid:
             problems.append(f"export quant {self.quant!r} is not one of {', '.join(valid)}")
+        if not isinstance(self.imatrix, bool):
+            problems.append(f"export imatrix must be true or false, got {self.imatrix!r}")
+        elif self.imatrix and self.format in FORMATS and self.format != IMATRIX_FORMAT:
+            problems.append(f"export imatrix applies to {IMATRIX_FORMAT} files only, not {self.format}: set format gguf or drop imatrix")
+        elif self.imatrix and self.format == IMATRIX_FORMAT and self.quant in quants:
+            from edgeprune.export.gguf.imatrix import type_problems
+
+            problems += type_problems(self.quant)
         return problems
 
 
@@ -90,9 +104,31 @@ def export(model, cfg: Export, ctx):
     from edgeprune.pipeline.plan import resolve_export
 
     fmt, _, quant, _ = resolve_export(get_device(ctx.target), cfg.format, cfg.quant)
-    done = get_format(fmt).export(model, ctx.tokenizer, ctx.build_dir, quant, verify=cfg.verify, source_gguf=ctx.source_gguf)
+    extra = {"imatrix": _imatrix(model, cfg, ctx, fmt, quant)} if cfg.imatrix else {}
+    done = get_format(fmt).export(model, ctx.tokenizer, ctx.build_dir, quant, verify=cfg.verify, source_gguf=ctx.source_gguf, **extra)
     ctx.outputs["artifact"] = done.artifact
-    return model, {"format": fmt, "quant": quant, "bytes": done.bytes, "verify": done.report.get("verify")}
+    figures = {"format": fmt, "quant": quant, "bytes": done.bytes, "verify": done.report.get("verify")}
+    if cfg.imatrix:  # the file as the stage directory names it (the report's path is the temporary one)
+        figures["imatrix"] = {**done.report["imatrix"], "file": ctx.outputs["imatrix"]}
+    return model, figures
+
+
+def _imatrix(model, cfg: Export, ctx, fmt: str, quant: str) -> Path:
+    """The importance matrix of ``model`` on the build's calibration windows, as ``imatrix.gguf`` in the
+    stage directory (llama.cpp's format: ``llama-quantize --imatrix`` reads it too)."""
+    from edgeprune.export.gguf.imatrix import collect_imatrix, type_problems, write_imatrix
+
+    # the target chose format and type only now ("auto"): refuse before drawing any text
+    problems = ([f"export imatrix applies to {IMATRIX_FORMAT} files only, but the target chose {fmt}: set format gguf"]
+                if fmt != IMATRIX_FORMAT else type_problems(quant))  # fmt: skip
+    if problems:
+        raise EdgepruneError(problems[0])
+    windows = ctx.calibration(cfg, model)
+    if windows is None:
+        raise EdgepruneError("export imatrix needs calibration text: give the build a --calib source")
+    path = write_imatrix(ctx.build_dir / "imatrix.gguf", collect_imatrix(model, windows, progress=ctx.progress))
+    ctx.outputs["imatrix"] = path.name
+    return path
 
 
 def evaluate(model, cfg: Evaluate, ctx):

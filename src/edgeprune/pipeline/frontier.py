@@ -69,7 +69,7 @@ class Scored:
     """One scored candidate."""
 
     name: str
-    method: str  # DENSE, or how the model was compressed ("adapt 0.2 + reconstruct")
+    method: str  # DENSE (+ " + imatrix"), or how the model was compressed ("adapt 0.2 + reconstruct")
     quant: str
     bytes: int
     ppl: float
@@ -84,7 +84,8 @@ class Scored:
 
     @property
     def plain(self) -> bool:
-        return self.method == DENSE
+        """Plain quantization of the dense model (llama.cpp's importance matrix included: a quantizer setting)."""
+        return self.method.split(" + ")[0] == DENSE
 
     @property
     def speed_gap(self) -> float | None:

@@ -22,7 +22,8 @@ hash, so a rerun or ``--resume`` never recomputes a finished piece::
 
     DIR/search/reference/TEXT-HASH/   the dense model's perplexity on one held-out text (a ratio's denominator)
     DIR/search/models/adaptNN-HASH/   a pruned + reconstructed model (model/)
-    DIR/search/cands/NAME-HASH/       one candidate: its artifact, bytes, measured/predicted speed
+    DIR/search/cands/NAME-HASH/       one candidate: its artifact, bytes, predicted speed
+    DIR/search/speed/NAME-HASH/       its decode/prefill speed measured on the host
     DIR/search/scores/NAME-TEXT-HASH/ one candidate's perplexity on one held-out text
     DIR/<artifact>                    the shipped artifact (a hard link to its candidate's)
     DIR/report.json, report.md, frontier.png
@@ -55,17 +56,33 @@ def _reconstruct_default():
     return Reconstruct()
 
 
+def _depth_default():
+    from edgeprune.compress.depth.config import Depth
+
+    return Depth()
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The search's settings (the bounds are :class:`~edgeprune.pipeline.frontier.Bounds`)."""
 
-    ratios: tuple[float, ...] = (0.1, 0.2, 0.3)  # Adapt-Pruner targets, all from one run; () = plain quants only
+    ratios: tuple[float, ...] = (0.1, 0.2, 0.3)  # Adapt-Pruner targets, all from one run; () = none
+    depths: tuple[int, ...] = (3, 6)  # decoder layers removed (the depth step), each model its own run; () = none
     types: tuple[str, ...] | None = None  # None: default_types() of the target's format
     format: str = "auto"  # the target's preferred format, or a registered one
     ppl_windows: int = 4  # held-out windows: 4 x 1024 tokens keeps a candidate's scoring to ~a minute on 2 cores
     seq_len: int = 1024
     prune: object = field(default_factory=_prune_default)  # StructuredPrune; its target is replaced by each ratio
+    depth: object = field(default_factory=_depth_default)  # Depth; its layers are replaced by each of depths
     reconstruct: object = field(default_factory=_reconstruct_default)  # Reconstruct config; None: no reconstruction
+    # llama.cpp's importance matrix from the calibration text: the dense model in each type that reads
+    # one is a candidate with and without it; compressed models use it in those types
+    imatrix: bool = True
+    imatrix_windows: int = 32  # x imatrix_seq_len calibration tokens
+    imatrix_seq_len: int = 512
+    # a compressed model whose most precise type already misses --max-ppl-ratio is not made in smaller
+    # types (rounding harder never brought a model back under the bound in any run we made)
+    skip_hopeless: bool = True
     measure: bool = True  # on the host, measure decode speed too (False: predicted only)
     prompt_tokens: int = 128
     gen_tokens: int = 64
@@ -73,32 +90,40 @@ class SearchConfig:
     verify: bool = True  # exporters read each artifact back
 
     def settings(self) -> dict:
-        return {"ratios": list(self.ratios), "types": list(self.types) if self.types else None, "format": self.format,
-                "ppl_windows": self.ppl_windows, "seq_len": self.seq_len, "prune": self.prune.to_dict(),
-                "reconstruct": self.reconstruct.to_dict() if self.reconstruct is not None else None,
+        return {"ratios": list(self.ratios), "depths": list(self.depths), "types": list(self.types) if self.types else None,
+                "format": self.format, "ppl_windows": self.ppl_windows, "seq_len": self.seq_len, "prune": self.prune.to_dict(),
+                "depth": self.depth.to_dict(), "reconstruct": self.reconstruct.to_dict() if self.reconstruct is not None else None,
+                "imatrix": self.imatrix, "imatrix_windows": self.imatrix_windows, "imatrix_seq_len": self.imatrix_seq_len,
+                "skip_hopeless": self.skip_hopeless,
                 "measure": self.measure, "prompt_tokens": self.prompt_tokens, "gen_tokens": self.gen_tokens,
                 "reps": self.reps, "verify": self.verify}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One candidate to make: a model (``dense`` or a pruning ratio) in one type."""
+    """One candidate to make: a model (the dense one, an Adapt-Pruner ratio or a number of decoder
+    layers removed) in one type, with or without llama.cpp's importance matrix."""
 
-    ratio: float | None  # None: the dense model
+    kind: str  # "dense" | "adapt" | "depth"
+    value: float | int | None  # adapt: the ratio; depth: layers removed; dense: None
     quant: str
+    imatrix: bool = False
 
     @property
     def model_name(self) -> str:
-        return fr.DENSE if self.ratio is None else f"adapt{round(self.ratio * 100):02d}"
+        if self.kind == "adapt":
+            return f"adapt{round(self.value * 100):02d}"
+        return fr.DENSE if self.kind == "dense" else f"depth{self.value}"
 
     @property
     def name(self) -> str:
-        return f"{self.model_name}-{self.quant}"
+        return f"{self.model_name}-{self.quant}" + ("-imatrix" if self.imatrix else "")
 
     def method(self, reconstruct: bool) -> str:
-        if self.ratio is None:
-            return fr.DENSE
-        return f"adapt {self.ratio:g}" + (" + reconstruct" if reconstruct else "")
+        what = {"dense": fr.DENSE, "adapt": f"adapt {self.value}", "depth": f"depth -{self.value} layers"}[self.kind]
+        if self.kind != "dense" and reconstruct:
+            what += " + reconstruct"
+        return what + (" + imatrix" if self.imatrix else "")
 
 
 # the held-out texts a search scores on by default: two domains (Wikipedia, Shakespeare's plays),
@@ -156,9 +181,36 @@ def with_budget(target: str, bounds: fr.Bounds) -> fr.Bounds:
     return dataclasses.replace(bounds, max_memory_bytes=memory_budget(get_device(target), bounds.max_memory_bytes)[0])
 
 
-def candidate_specs(types: tuple[str, ...], ratios: tuple[float, ...]) -> list[Spec]:
-    """Every model in every type: the dense ones first."""
-    return [Spec(r, q) for r in (None, *sorted(ratios)) for q in types]
+def candidate_specs(types: tuple[str, ...], ratios: tuple[float, ...], depths: tuple[int, ...] = (),
+                    imatrix_types: tuple[str, ...] = ()) -> list[Spec]:  # fmt: skip
+    """Every model in every type, the dense ones first, each model's most precise type first. The
+    dense model is also made in each of ``imatrix_types`` with the importance matrix (plain
+    quantization as llama.cpp users do it); compressed models take it in those types instead."""
+    order = sorted(types, key=_precision_order)
+    out = []
+    for kind, values in (("dense", (None,)), ("adapt", sorted(ratios)), ("depth", sorted(depths))):
+        for v in values:
+            for q in order:
+                if kind == "dense" or q not in imatrix_types:
+                    out.append(Spec(kind, v, q))
+                if q in imatrix_types:
+                    out.append(Spec(kind, v, q, imatrix=True))
+    return out
+
+
+def _precision_order(q: str) -> float:
+    from edgeprune.devices.cost import BYTES_PER_WEIGHT
+
+    return -BYTES_PER_WEIGHT.get(q, 0.0)
+
+
+def imatrix_types(fmt: str, types: tuple[str, ...], cfg) -> tuple[str, ...]:
+    """The searched types whose quantizer reads an importance matrix (GGUF's llama.cpp types)."""
+    if not cfg.imatrix or fmt != "gguf":
+        return ()
+    from edgeprune.export.gguf.imatrix import type_problems
+
+    return tuple(q for q in types if not type_problems(q))
 
 
 def check_search(target: str, cfg: SearchConfig, bounds: fr.Bounds) -> tuple[str, tuple[str, ...]]:
@@ -186,6 +238,9 @@ def check_search(target: str, cfg: SearchConfig, bounds: fr.Bounds) -> tuple[str
     bad_r = [r for r in cfg.ratios if not 0 < r < 1]
     if bad_r:
         problems.append(f"pruning ratios must lie in (0, 1), got {', '.join(map(str, bad_r))}")
+    bad_d = [d for d in cfg.depths if not isinstance(d, int) or isinstance(d, bool) or d < 1]
+    if bad_d:
+        problems.append(f"--depths counts decoder layers to remove: whole numbers >= 1, got {', '.join(map(str, bad_d))}")
     if cfg.ppl_windows < 1 or cfg.seq_len < 16:
         problems.append(f"held-out scoring needs >= 1 window of >= 16 tokens, got {cfg.ppl_windows} x {cfg.seq_len}")
     if problems:
@@ -272,11 +327,10 @@ def _pruned_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, lo
     from edgeprune.steps import StepContext, apply
 
     def inputs(r):
-        recon = cfg.reconstruct.to_dict() if cfg.reconstruct is not None else None
-        return inputs_hash(key, dataclasses.replace(cfg.prune, target=r).to_dict(), recon, calib)
+        return _model_inputs(key, cfg, Spec("adapt", r, ""), calib)
 
     def rel(r):
-        return f"models/{Spec(r, '').model_name}"
+        return f"models/{Spec('adapt', r, '').model_name}"
 
     done = {r: cache.root / f"{rel(r)}-{inputs(r)}" for r in cfg.ratios}
     missing = sorted(r for r in cfg.ratios if not cache.done(rel(r), inputs(r)))
@@ -305,6 +359,63 @@ def _pruned_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, lo
                                      on_snapshot=keep)  # fmt: skip
     keep(missing[-1], final, report)
     return done
+
+
+def _model_inputs(key, cfg: SearchConfig, spec: Spec, calib) -> str | None:
+    """The inputs hash of ``spec``'s model (None: the dense model, which is the source itself)."""
+    import dataclasses
+
+    recon = cfg.reconstruct.to_dict() if cfg.reconstruct is not None else None
+    if spec.kind == "adapt":
+        return inputs_hash(key, dataclasses.replace(cfg.prune, target=spec.value).to_dict(), recon, calib)
+    if spec.kind == "depth":
+        return inputs_hash(key, dataclasses.replace(cfg.depth, layers=spec.value, fraction=None).to_dict(), recon, calib)
+    return None
+
+
+def _depth_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, log) -> dict[int, Path]:
+    """Each depth's model directory: the depth step (``layers`` removed) and, when the search
+    reconstructs, local reconstruction of the blocks beside each gap, both through the step protocol."""
+    import copy
+    import dataclasses
+
+    from edgeprune.models.save import save_model
+    from edgeprune.steps import StepContext, apply
+
+    done = {}
+    for d in sorted(cfg.depths):
+        spec = Spec("depth", d, "")
+
+        def make(tmp: Path, d=d) -> dict:
+            ctx = StepContext(tokenizer=loaded.tokenizer, calib=calib, dense=loaded.model, progress=False, log=log)
+            # the step removes layers in place: a copy, so the dense model stays the teacher and reference
+            model, rep = apply(copy.deepcopy(loaded.model), dataclasses.replace(cfg.depth, layers=d, fraction=None), ctx)
+            figures = {"layers": d, "removed": list(rep.removed), "kept": list(rep.kept), "params": rep.params_after,
+                       "calibration": str(calib)}  # fmt: skip
+            if cfg.reconstruct is not None:
+                model, rr = apply(model, cfg.reconstruct, ctx)
+                figures.update(rel_mse_before=rr.rel_mse_before, rel_mse_after=rr.rel_mse_after, reconstruct_wall_s=rr.wall_s)
+            save_model(tmp / "model", model, loaded.tokenizer, source_gguf=loaded.source_gguf)
+            return figures
+
+        done[d] = cache.get(f"models/{spec.model_name}", _model_inputs(key, cfg, spec, calib), make)[0]
+    return done
+
+
+def _imatrix_file(cache: Cache, spec: Spec, model_inputs: str, lm, cfg: SearchConfig, calib) -> Path:
+    """``spec``'s model's importance matrix on the calibration text (llama.cpp's GGUF imatrix file),
+    computed once per model."""
+    from edgeprune.export.gguf.imatrix import compute_imatrix, write_imatrix
+
+    inputs = inputs_hash(model_inputs, calib, cfg.imatrix_windows, cfg.imatrix_seq_len)
+
+    def make(tmp: Path) -> dict:
+        im = compute_imatrix(lm().model, lm().tokenizer, calib, n_windows=cfg.imatrix_windows,
+                             seq_len=cfg.imatrix_seq_len, progress=False)  # fmt: skip
+        write_imatrix(tmp / "imatrix.gguf", im)
+        return {"calibration": str(calib), "tokens": cfg.imatrix_windows * cfg.imatrix_seq_len}
+
+    return cache.get(f"imatrix/{spec.model_name}", inputs, make)[0] / "imatrix.gguf"
 
 
 def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, model: str | None = None,
@@ -357,32 +468,50 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
                            lambda tmp, text=text: {**_perplexity(dense().model, dense().tokenizer, cfg, text),
                                                    "what": _source_note(source)})  # fmt: skip
         refs[text] = ref["figures"]
-    specs = candidate_specs(types, tuple(cfg.ratios))
+    specs = candidate_specs(types, tuple(cfg.ratios), tuple(cfg.depths), imatrix_types(fmt, types, cfg))
     speed = {"measured": measured, "target": target, "prompt": cfg.prompt_tokens, "gen": cfg.gen_tokens, "reps": cfg.reps}
-    todo = [sp for sp in specs if sp.ratio is not None
-            and not cache.done(f"cands/{sp.name}", _cand_inputs(key, cfg, sp, fmt, speed, calib))]  # fmt: skip
-    model_dirs = _pruned_models(cache, dense(), key, cfg, calib, log) if todo else {}  # only when a pruned candidate is missing
+    cand_inputs = {sp.name: _cand_inputs(key, cfg, sp, fmt, calib) for sp in specs}
+
+    def missing(kind):
+        return any(sp.kind == kind and not cache.done(f"cands/{sp.name}", cand_inputs[sp.name]) for sp in specs)
+
+    # the compressed models, only when one of their candidates is missing
+    model_dirs = {("adapt", r): d for r, d in (_pruned_models(cache, dense(), key, cfg, calib, log) if missing("adapt") else {}).items()}
+    model_dirs.update({("depth", k): d for k, d in (_depth_models(cache, dense(), key, cfg, calib, log) if missing("depth") else {}).items()})
     scored: list[fr.Scored] = []
+    skipped: list[str] = []
+    hopeless: dict[str, str] = {}  # model name -> the candidate that showed it cannot meet the ppl bound
     current: dict = {}
+
+    def loaded_model(spec: Spec):
+        src = "dense" if spec.kind == "dense" else str(model_dirs[(spec.kind, spec.value)] / "model")
+        if current.get("src") != src:
+            current.clear()
+            current.update(src=src, loaded=dense() if spec.kind == "dense" else load(src))
+        return current["loaded"]
+
     for spec in specs:
-        inputs = _cand_inputs(key, cfg, spec, fmt, speed, calib)
+        if spec.model_name in hopeless:
+            skipped.append(f"{spec.name} (its model's {hopeless[spec.model_name]} already misses the ppl bound)")
+            continue
+        inputs = cand_inputs[spec.name]
 
         def make(tmp: Path, spec=spec) -> dict:
-            src = "dense" if spec.ratio is None else str(model_dirs[spec.ratio] / "model")
-            if current.get("src") != src:
-                current.clear()
-                current.update(src=src, loaded=dense() if spec.ratio is None else load(src))
-            lm = current["loaded"]
-            done = row.export(lm.model, lm.tokenizer, tmp, spec.quant, verify=cfg.verify, source_gguf=dense().source_gguf)
+            lm = loaded_model(spec)
+            extra = {}
+            if spec.imatrix:
+                extra["imatrix"] = _imatrix_file(cache, spec, _model_inputs(key, cfg, spec, calib) or inputs_hash(key),
+                                                 lambda: loaded_model(spec), cfg, calib)  # fmt: skip
+            done = row.export(lm.model, lm.tokenizer, tmp, spec.quant, verify=cfg.verify, source_gguf=dense().source_gguf,
+                              **extra)  # fmt: skip
             path = str(tmp / done.artifact)
-            figures = {"artifact": done.artifact, "bytes": done.bytes, "predicted": _predict(path, target, cfg)}
-            if measured:
-                figures["measured"] = _measure(path, cfg)
-            return figures
+            return {"artifact": done.artifact, "bytes": done.bytes, "predicted": _predict(path, target, cfg)}
 
         d, manifest = cache.get(f"cands/{spec.name}", inputs, make)
         f = manifest["figures"]
         path = str(d / f["artifact"])
+        if measured:  # a piece of its own: a speed taken on a busy machine can be retaken alone (--remeasure)
+            f["measured"] = cache.get(f"speed/{spec.name}", inputs_hash(inputs, speed), lambda tmp: _measure(path, cfg))[1]["figures"]
         # held-out scores: one cached piece per (candidate, text), so adding a text scores only it
         ppls = {text: cache.get(f"scores/{spec.name}-{text_label(text)}", inputs_hash(inputs, scoring(text)),
                                 lambda tmp, text=text: _perplexity(path, dense().tokenizer, cfg, text))[1]["figures"]["ppl"]
@@ -397,6 +526,9 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
                                 decode_tps_measured=meas, decode_tps_predicted=pred,
                                 memory_bytes=f["predicted"]["memory_bytes"],
                                 loadavg_1m=(f.get("measured") or {}).get("loadavg_1m"), path=path))  # fmt: skip
+        if (cfg.skip_hopeless and spec.kind != "dense" and bounds.max_ppl_ratio is not None
+                and scored[-1].ppl_ratio > bounds.max_ppl_ratio and spec.model_name not in hopeless):  # fmt: skip
+            hopeless[spec.model_name] = spec.name
     windows = f"the first {cfg.ppl_windows} x {cfg.seq_len} tokens of each"
     notes = {"calibration": str(calib),
              "held_out": f"{', '.join(texts)}: {windows} (scored only; nothing is calibrated, fitted or tuned on "
@@ -404,7 +536,7 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
              "reference": {"what": refs[texts[0]]["what"], "ppl": {text_label(t): refs[t]["ppl"] for t in texts}},
              "speed": "measured on the host (median of fresh processes), predicted by the roofline model" if measured
              else f"predicted for {target} by the roofline cost model (devices.cost.predict)", "format": fmt,
-             "computed": list(cache.computed)}  # fmt: skip
+             "computed": list(cache.computed), "skipped": skipped}  # fmt: skip
     try:
         chosen = fr.choose(scored, bounds)
     except fr.NoCandidate as exc:
@@ -428,14 +560,10 @@ def _source_note(source: str) -> str:
     return note
 
 
-def _cand_inputs(key, cfg: SearchConfig, spec: Spec, fmt: str, speed: dict, calib) -> str:
-    import dataclasses
-
-    model = None
-    if spec.ratio is not None:
-        recon = cfg.reconstruct.to_dict() if cfg.reconstruct is not None else None
-        model = (dataclasses.replace(cfg.prune, target=spec.ratio).to_dict(), recon, calib)
-    return inputs_hash(key, model, fmt, spec.quant, cfg.verify, speed)
+def _cand_inputs(key, cfg: SearchConfig, spec: Spec, fmt: str, calib) -> str:
+    model = _model_inputs(key, cfg, spec, calib)
+    im = (calib, cfg.imatrix_windows, cfg.imatrix_seq_len) if spec.imatrix else None
+    return inputs_hash(key, model, fmt, spec.quant, im, cfg.verify, cfg.prompt_tokens, cfg.gen_tokens)
 
 
 def _ship(chosen: fr.Scored, row, out: Path) -> str:
@@ -507,6 +635,7 @@ def search_markdown(r: dict) -> str:
              "(ppl ratio = candidate ppl / this, on each text)",
              f"- speed: {r['speed']}; a gap between measured and predicted decode above {fr.GAP_FLAG:.0%} is flagged (!)",
              f"- format: {r['format']}; computed in this run: {len(r['computed'])} piece(s), the rest from the cache",
+             *([f"- not made: {'; '.join(r['skipped'])}"] if r.get("skipped") else []),
              "", f"| candidate | method | quant | MiB | {' | '.join(f'ppl ratio {t}' for t in ref['ppl'])} | worst | "
              "decode tok/s measured | predicted | load avg | meets bounds | frontier |",
              "|---|---|---|---:|" + "---:|" * (len(ref["ppl"]) + 1) + "---:|---:|---:|---|---|"]  # fmt: skip
@@ -541,7 +670,7 @@ def frontier_plot(rows: list[dict], path: Path, *, bounds: fr.Bounds | None = No
         def x(c, key=key):
             return c[key] / 2**20 if key == "bytes" else c[key]
 
-        for plain, colour, name in ((True, "#4477aa", "plain quantization (dense)"), (False, "#ee6677", "pruned + reconstructed")):
+        for plain, colour, name in ((True, "#4477aa", "plain quantization (dense)"), (False, "#ee6677", "compressed")):
             pts = [c for c in rows if c["plain"] == plain]
             if pts:
                 ax.scatter([x(c) for c in pts], [c["ppl_ratio"] for c in pts], color=colour, label=name, zorder=3)

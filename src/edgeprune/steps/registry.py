@@ -63,6 +63,7 @@ BUILTIN: tuple[Step, ...] = (
     Step("sparsify", "edgeprune.compress.sparse.oneshot:NMPrune", "edgeprune.compress.sparse.oneshot:apply"),
     Step("quantize", "edgeprune.compress.quant.weights:WeightQuant", "edgeprune.compress.quant.weights:apply"),
     Step("sparse_train", "edgeprune.compress.sparse.ast:SparseTrain", "edgeprune.compress.sparse.ast:apply"),
+    Step("depth", "edgeprune.compress.depth.config:Depth", "edgeprune.compress.depth.prune:apply"),
     Step("reconstruct", "edgeprune.compress.reconstruct.local:Reconstruct", "edgeprune.compress.reconstruct.local:apply"),
     Step("train", "edgeprune.compress.structured.recovery:TrainConfig", "edgeprune.compress.structured.recovery:apply"),  # recovery training alone
     Step("export", "edgeprune.pipeline.build_steps:Export", "edgeprune.pipeline.build_steps:export", changes_model=False),

@@ -28,6 +28,14 @@ weight that is exactly 0 in the checkpoint itself stays 0 too); structured pruni
 (the pruned model's shapes are smaller) and they stay removed. Dense and pruned submodels may
 differ in width inside; they meet at the block boundaries (hidden states of the same size).
 
+Depth-pruned models (``edgeprune.compress.depth``: the config records the kept original layers
+``k_0 < k_1 < ...``): student block i is fitted to carry the dense hidden state entering original
+layer ``k_i`` to the one entering ``k_(i+1)``, i.e. it imitates dense layers ``k_i .. k_(i+1) - 1``
+(block 0 also the dense layers before ``k_0``, the last block those after it). Only granularity
+``block`` with ``blocks: 1``. By default only the blocks next to a removed gap train
+(``depth_blocks: neighbours``: the block before a gap absorbs it, the one after it corrects the
+drift); the others keep their weights and only carry the streams on.
+
 Memory: the calibration activations live as per-batch chunks of ``(batch, seq, hidden)``: the
 pruned stream, the dense stream (modes a, c) and the targets, i.e. at most three copies of one
 layer's activations, whatever the depth; plus the gradients and AdamW state of one submodel. With
@@ -55,6 +63,7 @@ from edgeprune.compress.sequential import (
     decoder_layers,
 )
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
+from edgeprune.compress.depth.remove import kept_layers, source_layers
 from edgeprune.compress.sparse.modules import replace_module
 from edgeprune.compress.training import TRAIN_DTYPES, autocast, clip_and_step, resolve_autocast, set_lr
 from edgeprune.errors import EdgepruneError
@@ -65,6 +74,7 @@ INPUTS = ("dense", "pruned", "pruned_true")
 TRAINABLE = ("all", "lora")
 OPTIMIZERS = ("adamw",)
 PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
+DEPTH_BLOCKS = ("neighbours", "all")  # which blocks of a depth-pruned model train (see the module docstring)
 AUTOCAST = (*TRAIN_DTYPES, "auto")  # auto: bfloat16 where the CPU has bf16 kernels (training.resolve_autocast)
 # the order Linears are fitted in at granularity "linear": groups sharing one input are fitted together
 LINEAR_GROUPS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
@@ -102,6 +112,7 @@ class Reconstruct(StrictConfig):
     # auto | float32 | bfloat16: CPU autocast of the forwards and backwards (weights, optimizer state and the loss stay
     # float32). auto = bfloat16 where the CPU has bf16 instructions (3x faster on AVX512-BF16), else float32
     autocast: str = "auto"
+    depth_blocks: str = "neighbours"  # depth-pruned models: neighbours (of a removed gap) | all blocks
     seed: int = 0
     version: int = 1
 
@@ -128,6 +139,7 @@ class Reconstruct(StrictConfig):
             p.append(str(exc))
         p += check_fraction("sparsity", self.sparsity, low_open=False) + check_fraction("damp", self.damp, high=10.0)
         p += check_choice("autocast", self.autocast, tuple(AUTOCAST)) + check_int("seed", self.seed, minimum=0)
+        p += check_choice("depth_blocks", self.depth_blocks, DEPTH_BLOCKS)
         return p
 
     @property
@@ -169,7 +181,13 @@ def check_pair(model, dense) -> None:
         raise EdgepruneError("reconstruction needs the dense model the pruned one came from: pass dense=")
     a, b = model.config, dense.config
     la, lb = len(decoder_layers(model)), len(decoder_layers(dense))
-    if la != lb:
+    kept = kept_layers(a)
+    if kept is not None and (len(kept) != la or source_layers(a) != lb):
+        raise EdgepruneError(
+            f"the pruned model keeps layers {kept} of a {source_layers(a)}-layer model and the dense model has {lb}: "
+            "pass the dense model it was depth-pruned from"
+        )
+    if la != lb and kept is None:
         raise EdgepruneError(
             f"the pruned model has {la} decoder layers and the dense model {lb}: pass the dense model it was pruned from"
         )
@@ -245,7 +263,30 @@ class Submodel:
     dense_layers: list[int]  # dense layers finished once this submodel is done (release_dense)
 
 
+def _depth_submodels(model, dense, cfg: Reconstruct, kept: list[int]) -> list[Submodel]:
+    """Student block i against the dense span it replaces (``rm.dense_spans``); blocks that do not train
+    (``depth_blocks: neighbours`` away from a gap) get no modules: they only carry the streams on."""
+    if cfg.granularity != "block" or cfg.blocks != 1:
+        raise EdgepruneError(
+            f"a depth-pruned model (kept layers {kept}) reconstructs at granularity 'block' with blocks 1, got "
+            f"granularity {cfg.granularity!r} with blocks {cfg.blocks}: pass granularity block, blocks 1"
+        )
+    lp, ld = decoder_layers(model), decoder_layers(dense)
+    spans = rm.dense_spans(kept, len(ld))
+    trains = rm.gap_neighbours(spans) if cfg.depth_blocks == "neighbours" else [True] * len(spans)
+    subs = []
+    for i, ((s, e), fit) in enumerate(zip(spans, trains)):
+        lins = {f"layers.{i}.{n}": m for n, m in block_linears(lp[i]).items()}
+        subs.append(Submodel(f"layers.{i} (dense {s}-{e - 1})" if e - s > 1 else f"layers.{i} (dense {s})",
+                             _call_layers([lp[i]]), _call_layers(list(ld[s:e])), [lp[i]] if fit else [],
+                             [(_call_layers([lp[i]]), lins)], list(range(s, e))))  # fmt: skip
+    return subs
+
+
 def _submodels(model, dense, cfg: Reconstruct) -> list[Submodel]:
+    kept = kept_layers(model.config)
+    if kept is not None:
+        return _depth_submodels(model, dense, cfg, kept)
     lp, ld = decoder_layers(model), decoder_layers(dense)
     subs = []
     if cfg.granularity == "block":
@@ -468,9 +509,11 @@ def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=N
     t_start = time.perf_counter()
     check_pair(model, dense)
     ids = calibration_ids(train_data if train_data is not None else calib, cfg)
-    if cfg.granularity == "linear":
+    depth = kept_layers(model.config) is not None
+    if cfg.granularity == "linear" and not depth:
         _check_linear_shapes(model, dense)
-    subs = _submodels(model, dense, cfg) if cfg.granularity != "linear" else None  # bad blocks fail here
+    # bad blocks fail here, and any granularity but block 1 of a depth-pruned model
+    subs = _submodels(model, dense, cfg) if cfg.granularity != "linear" or depth else None
     if cfg.prune is not None:
         nm = mk.parse_pattern(cfg.pattern)
         if nm is not None:
@@ -526,14 +569,16 @@ def reconstruct(model, cfg: Reconstruct, calib=None, *, dense=None, train_data=N
                 linears = [(m, n, lin) for m in sub.modules for n, lin in m.named_modules() if isinstance(lin, nn.Linear)]
                 outs0 = _run(sub.pruned_fn, src.hidden, src.kwargs, ac)
                 rel0 = _rel_mse(outs0, targets)
-                del outs0
                 n_params = 0
                 fit = {"steps": 0, "epoch_loss": []}
                 if sub.modules:
+                    del outs0
                     with _trainable(sub.modules, linears, cfg, gen) as (params, masks):
                         n_params = sum(p.numel() for p in params)
                         fit = _fit(sub.pruned_fn, params, masks, src.hidden, src.kwargs, targets, cfg, gen, ac)
-                outs = _run(sub.pruned_fn, src.hidden, src.kwargs, ac)
+                    outs = _run(sub.pruned_fn, src.hidden, src.kwargs, ac)
+                else:  # nothing trained (a depth-pruned model's block away from a gap): the same outputs
+                    outs = outs0
                 rel1 = _rel_mse(outs, targets)
                 before.append(rel0)
                 after.append(rel1)

@@ -135,3 +135,24 @@ def schedule_lr(step: int, total: int, *, peak: float, warmup: float, min_ratio:
 
         return cosine_lr(step, total, peak=peak, warmup=warmup, min_ratio=min_ratio)
     raise ValueError(f"schedule {kind!r} is not one of {', '.join(SCHEDULES)}")
+
+
+# -- depth-pruned models: which dense layers each kept block stands for --------------------------------
+
+
+def dense_spans(kept, n_dense: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: the dense layers ``[start, stop)`` student block i replaces, for kept
+    original layers ``kept`` (ascending) of ``n_dense``: ``[k_i, k_(i+1))``, the first span from 0
+    (layers before ``k_0`` are gone too) and the last to ``n_dense``. The spans tile ``0 .. n_dense``."""
+    kept = [int(k) for k in kept]
+    if not kept or kept != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= n_dense:
+        raise EdgepruneError(f"kept layers {kept} are not ascending indices of a {n_dense}-layer model: pass its dense original")
+    bounds = [0, *kept[1:], n_dense]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def gap_neighbours(spans: list[tuple[int, int]]) -> list[bool]:
+    """Which blocks sit next to a removed gap: the block whose span covers more than one dense layer
+    (it absorbs the gap) and the block right after it (its input has drifted)."""
+    wide = [e - s > 1 for s, e in spans]
+    return [w or (i > 0 and wide[i - 1]) for i, w in enumerate(wide)]

@@ -44,7 +44,7 @@ from edgeprune.compress.structured.budget import check_reachable, param_counts, 
 from edgeprune.compress.structured.config import StructuredPrune, StructuredPruneReport
 from edgeprune.compress.structured.flap import prune_flap
 from edgeprune.compress.structured.recovery import stage_token_split, train
-from edgeprune.compress.training import world
+from edgeprune.compress.training import TopKTeacher, world
 from edgeprune.compress.structured.uniform import prune_uniform
 from edgeprune.errors import EdgepruneError
 from edgeprune.memory import peak_rss_mb
@@ -117,6 +117,8 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
     teacher = dense if (cfg.train is not None and cfg.train.kd_alpha > 0) else None
     student = dense  # never trained in place: copied below if a stage leaves it uncut
     teacher_flags = {p: p.requires_grad for p in teacher.parameters()} if teacher is not None else {}
+    # top-k teacher logits kept across the stages: every stage draws from the same windows
+    kd_teacher = TopKTeacher(teacher, cfg.train.kd_topk) if teacher is not None and cfg.train.kd_topk else teacher
     for p in teacher_flags:
         p.requires_grad_(False)
     stage_tokens = stage_token_split(cfg.train.tokens, cfg.stages, cfg.train.split) if cfg.train else []
@@ -138,7 +140,7 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
                 student = copy.deepcopy(dense)
                 for p in student.parameters():  # the teacher's flags were copied too
                     p.requires_grad_(True)
-            rep = train(student, train_data.ids, cfg.train, tokens=stage_tokens[stage - 1], teacher=teacher,
+            rep = train(student, train_data.ids, cfg.train, tokens=stage_tokens[stage - 1], teacher=kd_teacher,
                         step_offset=steps_done, total_steps=total_steps, progress=progress,
                         on_log=None if on_train_log is None else (lambda *a, _s=stage: on_train_log(_s, *a)))  # fmt: skip
             steps_done += rep.steps

@@ -28,8 +28,8 @@ import torch
 
 from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
 from edgeprune.compress.training import (TRAIN_DTYPES, adamw, embedding_params, kd_loss, lm_step, mean_over_ranks,
-                                         resolve_autocast, set_gradient_checkpointing, set_lr, shuffled_order, world,
-                                         wrap_ddp)  # fmt: skip
+                                         TopKTeacher, resolve_autocast, set_gradient_checkpointing, set_lr, shuffled_order,
+                                         world, wrap_ddp)  # fmt: skip
 # re-exported for the importers of its old home here (cli/prune_cmd.py, cli/sparsify_cmd.py; structured.py imports world)
 from edgeprune.errors import EdgepruneError
 
@@ -53,8 +53,9 @@ class TrainConfig(StrictConfig):
     grad_clip: float = 1.0
     kd_alpha: float = 0.0  # weight of the distillation loss (0: CE only, as the released scripts; 1: KD only)
     kd_temperature: float = 2.0
+    kd_topk: int = 0  # > 0: distil from the teacher's top-k logits, computed once per window and kept (0: live, full)
     gradient_checkpointing: bool = False
-    train_dtype: str = "float32"  # "bfloat16": forward/backward matmuls under CPU autocast (master weights, Adam state float32)
+    train_dtype: str = "float32"  # "bfloat16": matmuls under CPU autocast (master weights, Adam state float32); "auto": bf16 where the CPU has it
     freeze_embeddings: bool = False  # the token embedding / tied LM head is not pruned: freezing it saves its gradient and Adam state
     split: str = "linear"  # how the budget is shared by stages: "linear" (stage i gets 2i/(N(N+1))) or "constant"
     seed: int = 0
@@ -70,12 +71,12 @@ class TrainConfig(StrictConfig):
         p += check_fraction("weight_decay", self.weight_decay, low_open=False, high=10.0)
         p += check_fraction("grad_clip", self.grad_clip, low_open=False, high=math.inf)
         p += check_fraction("kd_alpha", self.kd_alpha, low_open=False, high_open=False)
-        p += check_fraction("kd_temperature", self.kd_temperature, high=100.0)
+        p += check_fraction("kd_temperature", self.kd_temperature, high=100.0) + check_int("kd_topk", self.kd_topk, minimum=0)
         if not isinstance(self.gradient_checkpointing, bool):
             p.append(f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
         if not isinstance(self.freeze_embeddings, bool):
             p.append(f"freeze_embeddings must be true or false, got {self.freeze_embeddings!r}")
-        p += check_choice("train_dtype", self.train_dtype, tuple(TRAIN_DTYPES))
+        p += check_choice("train_dtype", self.train_dtype, (*TRAIN_DTYPES, "auto"))
         p += check_choice("split", self.split, SPLITS) + check_int("seed", self.seed, minimum=0)
         return p
 
@@ -172,6 +173,8 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
     opt = adamw(params, lr=config.lr, weight_decay=config.weight_decay)
     if teacher is not None:
         teacher.eval()
+        if use_kd and config.kd_topk and not isinstance(teacher, TopKTeacher):
+            teacher = TopKTeacher(teacher, config.kd_topk)  # this call's windows; pass one in to keep it longer
     loss_fn = functools.partial(kd_loss, alpha=config.kd_alpha if use_kd else 0.0, temperature=config.kd_temperature)
 
     from tqdm.auto import tqdm

@@ -29,12 +29,23 @@ class GGUFExportConfig(ExportConfig):
 
     qtype: str = "f16"
     llama_quantize: str | None = None  # path of llama.cpp's llama-quantize, for K-quants
+    imatrix: str | None = None  # an importance matrix file (imatrix.py) the quantizer weights its rounding by
 
     FORMAT: ClassVar[str] = "GGUF"
     LOWERCASE: ClassVar[tuple[str, ...]] = ("qtype",)
 
     def check(self) -> list[str]:
-        return unknown_choice("GGUF type", self.qtype, list(tables.QTYPES)) + super().check()
+        from edgeprune.export.gguf.imatrix import type_problems
+
+        problems = unknown_choice("GGUF type", self.qtype, list(tables.QTYPES))
+        if self.imatrix is not None and not problems:
+            problems += type_problems(self.qtype)
+        return problems + super().check()
+
+    def quantizer_route(self) -> bool:
+        """Whether llama.cpp's quantizer makes the file: K-quants always; the 4/5-bit legacy types
+        when an imatrix is given (gguf-py rounds to nearest and cannot weight by one)."""
+        return tables.QTYPES[self.qtype].route == "llama-quantize" or self.imatrix is not None
 
 
 @dataclass
@@ -59,6 +70,8 @@ class GGUFExportReport:
     notes: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    # the importance matrix the quantizer used: file, datasets, tokens, chunks, chunk_size, entries; None: none
+    imatrix: dict | None = None
 
     @property
     def verified(self) -> bool:
@@ -112,7 +125,7 @@ def _file_type_counts(path: Path) -> dict[str, int]:
     return dict(Counter(t.tensor_type.name for t in open_gguf(path).tensors))
 
 
-def _notes(spec: GGUFModelSpec, qtype: tables.QType) -> list[str]:
+def _notes(spec: GGUFModelSpec, qtype: tables.QType, *, imatrix: bool = False) -> list[str]:
     notes = []
     if spec.plan.zero_mlp_layers:
         notes.append(
@@ -120,7 +133,12 @@ def _notes(spec: GGUFModelSpec, qtype: tables.QType) -> list[str]:
             f"such a layer's attention output, so each was given a {tables.ZERO_MLP_CHANNELS}-channel MLP with zero "
             "weights (output exactly 0, outputs unchanged)"
         )
-    if qtype.route == "gguf-py" and qtype.ggml is not None and qtype.ggml.name not in ("F32", "F16", "BF16", "Q8_0"):
+    if imatrix and qtype.route == "gguf-py":
+        notes.append(
+            f"made by llama.cpp's quantizer, not gguf-py, to use the importance matrix: its tensor types follow "
+            f"llama-quantize's {qtype.name} mix"
+        )
+    elif qtype.route == "gguf-py" and qtype.ggml is not None and qtype.ggml.name not in ("F32", "F16", "BF16", "Q8_0"):
         notes.append(
             "the output matrix (output.weight, or token_embd when tied) is Q8_0, as llama-quantize does when its "
             "Q6_K choice does not fit the row length; gguf-py cannot write Q6_K"
@@ -128,18 +146,38 @@ def _notes(spec: GGUFModelSpec, qtype: tables.QType) -> list[str]:
     return notes
 
 
-def preflight(out_path, *, qtype: str, overwrite: bool, verify: bool = True, llama_quantize=None, option: str = "overwrite=True"):
-    """Checks that need no model: type, output path, K-quant binary. Returns (config, output, the
-    quantizer's command for a K-quant, else None).
+def _matched_imatrix(path: str | None, model, spec: GGUFModelSpec):
+    """The imatrix at ``path`` checked against the matrices the file will hold (names, column
+    counts), before anything is written; None without one."""
+    if path is None:
+        return None
+    from edgeprune.export.gguf import writer
+    from edgeprune.export.gguf.imatrix import check_imatrix, read_imatrix
+
+    im = read_imatrix(path)
+    planned = writer.plan_tensors(model, spec, tables.QTYPES["f32"])  # names and shapes only: nothing is loaded
+    check_imatrix(im, {t.name: t.shape[-1] for t in planned if len(t.shape) == 2}, path)
+    return im
+
+
+def preflight(out_path, *, qtype: str, overwrite: bool, verify: bool = True, llama_quantize=None, imatrix=None,
+              option: str = "overwrite=True"):  # fmt: skip
+    """Checks that need no model: type, output path, K-quant binary, imatrix file (read, not yet
+    matched to the model). Returns (config, output, the quantizer's command when llama.cpp's
+    quantizer makes the file, else None).
 
     The CLI runs this before loading the model, so a typo fails in milliseconds, not seconds.
     """
     from edgeprune.export.gguf import kquant
+    from edgeprune.export.gguf.imatrix import read_imatrix
 
-    cfg = GGUFExportConfig(qtype=qtype, verify=verify, llama_quantize=str(llama_quantize) if llama_quantize else None)
+    cfg = GGUFExportConfig(qtype=qtype, verify=verify, llama_quantize=str(llama_quantize) if llama_quantize else None,
+                           imatrix=str(imatrix) if imatrix is not None else None)  # fmt: skip
     out = check_writable(out_path, overwrite=overwrite, option=option)
-    qt = tables.QTYPES[cfg.qtype]
-    quantizer = kquant.quantizer_command(cfg.llama_quantize) if qt.route == "llama-quantize" else None
+    quantizer = kquant.quantizer_command(cfg.llama_quantize) if cfg.quantizer_route() else None
+    if cfg.imatrix is not None:
+        read_imatrix(cfg.imatrix)
+        kquant.check_imatrix_support(quantizer)
     return cfg, out, quantizer
 
 
@@ -153,6 +191,7 @@ def export_gguf(
     verify: bool = True,
     overwrite: bool = False,
     llama_quantize: str | Path | None = None,
+    imatrix: str | Path | None = None,
     progress: bool | None = None,
 ) -> GGUFExportReport:
     """Write ``model`` (transformers Llama/Mistral/Qwen2 or edgeprune_llama) as a GGUF file.
@@ -164,6 +203,10 @@ def export_gguf(
     ``qtype``: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0 (pure Python), or a K-quant such as
     q4_k_m (llama.cpp's quantizer through llama-cpp-python; ``llama_quantize``: the path of a
     llama-quantize binary to use instead).
+    ``imatrix``: an importance matrix file (llama.cpp's GGUF imatrix: ``imatrix.write_imatrix`` or
+    llama-imatrix) computed with this model; the quantizer weights each column's rounding error by
+    it. For K-quants and q4_0/q4_1/q5_0/q5_1, which llama.cpp's quantizer then makes (gguf-py cannot
+    use one); other types refuse it. The report's ``imatrix`` says which text and how many tokens.
     With ``verify`` the file is read back and run in llama.cpp before it is renamed into place; a
     failed check raises EdgepruneError and leaves nothing behind. Returns the export report, which
     is also written beside the file as ``<name>.report.json``.
@@ -172,12 +215,14 @@ def export_gguf(
     from edgeprune.export.gguf.llamacpp import default_threads
     from edgeprune.export.gguf.verify import verify_gguf
 
-    cfg, out, quantizer = preflight(out_path, qtype=qtype, overwrite=overwrite, verify=verify, llama_quantize=llama_quantize)
+    cfg, out, quantizer = preflight(out_path, qtype=qtype, overwrite=overwrite, verify=verify, llama_quantize=llama_quantize,
+                                    imatrix=imatrix)  # fmt: skip
     qt = tables.QTYPES[cfg.qtype]
     source = Path(source_gguf) if source_gguf is not None else None
     if source is not None and not source.is_file():
         raise EdgepruneError(f"source GGUF {source} does not exist: pass the .gguf file the model was loaded from")
     spec = model_spec(model)
+    im = _matched_imatrix(cfg.imatrix, model, spec)
     # one read of the source file: GGUFReader takes seconds on a 50k-token vocabulary
     source_fields = vocab.gguf_fields(source, ("tokenizer.", "general.")) if source is not None else []
     tok = _tokenizer_kvs(tokenizer, source, source_fields, spec)
@@ -200,7 +245,8 @@ def export_gguf(
         else:
             written = f32_written
             t1 = time.perf_counter()
-            fallbacks, _ = kquant.run_llama_quantize(quantizer, full, tmp, cfg.qtype, threads)
+            fallbacks, _ = kquant.run_llama_quantize(quantizer, full, tmp, cfg.qtype, threads,
+                                                     imatrix=Path(cfg.imatrix) if cfg.imatrix else None)  # fmt: skip
             timings["quantize_s"] = time.perf_counter() - t1
             route = f"llama-quantize ({cfg.llama_quantize or 'llama_model_quantize via llama-cpp-python'})"
         timings["write_s"] = time.perf_counter() - t0 - timings.get("quantize_s", 0.0)
@@ -232,9 +278,10 @@ def export_gguf(
             fallbacks=fallbacks,
             route=route,
             verify=result.to_dict() if result is not None else None,
-            notes=_notes(spec, qt) + ([f"tokenization differs from transformers on {tok.caveat}"] if tok.caveat else []),
+            notes=_notes(spec, qt, imatrix=im is not None) + ([f"tokenization differs from transformers on {tok.caveat}"] if tok.caveat else []),
             timings=timings,
             versions=versions(("edgeprune", "gguf", "torch", "transformers") + (("llama-cpp-python",) if result is not None else ())),
+            imatrix={"file": str(cfg.imatrix), **im.describe()} if im is not None else None,
         )
     write_text_atomic(report_path(out), report.to_json())
     return report

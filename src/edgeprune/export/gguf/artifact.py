@@ -23,13 +23,15 @@ def needs(quant: str) -> str | None:
     return None
 
 
-def export(model, tokenizer, out_dir: Path, quant: str, *, verify: bool, source_gguf: str | None) -> Exported:
-    """One ``model-<quant>.gguf`` in ``out_dir``; ``source_gguf``'s tokenizer keys are copied verbatim."""
+def export(model, tokenizer, out_dir: Path, quant: str, *, verify: bool, source_gguf: str | None, imatrix: Path | None = None) -> Exported:
+    """One ``model-<quant>.gguf`` in ``out_dir``; ``source_gguf``'s tokenizer keys are copied verbatim;
+    ``imatrix``: an importance matrix file for the quantizer (GGUF only: the build's export step passes
+    it when its config asks for one)."""
     from edgeprune.export.gguf.api import export_gguf
 
     name = f"model-{quant}.gguf"
     report = export_gguf(model, tokenizer, out_dir / name, qtype=quant, source_gguf=source_gguf, verify=verify,
-                         progress=False)  # fmt: skip
+                         imatrix=imatrix, progress=False)  # fmt: skip
     return Exported(artifact=name, bytes=(out_dir / name).stat().st_size, report=report.to_dict())
 
 

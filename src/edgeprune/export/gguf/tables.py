@@ -150,6 +150,11 @@ QTYPES: dict[str, QType] = {
     ]
 }
 
+# Types whose quantizer reads an importance matrix (imatrix.py): ggml's K-quant and 4/5-bit legacy
+# quantizers weight their rounding error by it; F16/BF16/F32 are not rounded to a grid and Q8_0's
+# quantizer ignores it. The legacy types are then made by llama.cpp's quantizer, not gguf-py.
+IMATRIX_QTYPES: tuple[str, ...] = tuple(n for n in QTYPES if n not in ("f32", "f16", "bf16", "q8_0"))
+
 # -- read-back tolerances (verify.py) ------------------------------------------------------------------
 
 # llama.cpp on an F32 rendering, F32 KV cache, vs torch in float32: max |dlogit| <= LAYOUT_RTOL *

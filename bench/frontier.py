@@ -106,6 +106,7 @@ def main(argv=None) -> int:
              f"{len(rep['computed'])} piece(s) and took {run_s:.1f} s (a rerun reads everything from the cache).",
              *([f"Not made (their model's most precise type already misses the bound): {'; '.join(rep['skipped'])}"]
                if rep["skipped"] else []),
+             *([rep["not_searched"] + "."] if rep.get("not_searched") else []),
              "REDUCED run: " + "; ".join(reduced) if reduced else "Full default search."]  # fmt: skip
     write_results(doc, RESULTS / "frontier.json", RESULTS / "frontier.md", COLUMNS, notes=notes)
     frontier_plot([{**r, "frontier_speed": "speed" in r["frontier"], "frontier_bytes": "bytes" in r["frontier"]}

@@ -162,6 +162,7 @@ def test_tiny_search_ships_the_fastest_candidate_and_resumes_from_cache(tmp_path
     assert (out / f"{best['name']}.gguf").is_file() and (out / "frontier.png").stat().st_size > 0
     md = (out / "report.md").read_text()
     assert "held_out.txt: the first 2 x 64 tokens" in md and "| dense-q8_0 |" in md and "(shipped)" in md
+    assert "2:4 sparse models: not candidates: llama.cpp has no 2:4 storage or kernels" in md
     assert all(c["decode_tps_predicted"] and c["decode_tps_measured"] is None for c in rep["candidates"])
     assert len(rep["computed"]) == 1 + 2 + 6 + 6  # reference, two pruned models, six candidates, their scores
     # rerun: everything from the cache, nothing pruned again

@@ -38,21 +38,41 @@ TRAIN_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class TopK(NamedTuple):
-    """A teacher's ``k`` largest logits per position: ``values`` ``(batch, seq, k)`` float32 and their
-    vocabulary ``indices`` ``(batch, seq, k)``."""
+    """A teacher's ``k`` largest logits per position: ``values`` ``(batch, seq, k)`` float32, their
+    vocabulary ``indices`` ``(batch, seq, k)``, and ``log_norm`` ``(batch, seq)``: the log-sum-exp of
+    all the teacher's logits divided by ``temperature``, so the k kept tokens have their true
+    probabilities and the rest of the vocabulary one bucket of the remaining mass (None: the k are
+    renormalised among themselves)."""
 
     values: torch.Tensor
     indices: torch.Tensor
+    log_norm: torch.Tensor | None = None
+    temperature: float | None = None
+
+    def positions(self, sl: slice) -> TopK:
+        """The same teacher answer at positions ``sl`` (dim 1)."""
+        norm = self.log_norm[:, sl] if self.log_norm is not None else None
+        return TopK(self.values[:, sl], self.indices[:, sl], norm, self.temperature)
 
 
 def topk_kl(student_logits: torch.Tensor, teacher: TopK, temperature: float) -> torch.Tensor:
-    """Per-position ``KL(teacher_T || student_T)`` with the teacher's distribution truncated to its top k
-    (renormalised over them) and the student's full log-softmax gathered at those tokens:
-    ``sum_i p_t,i (log p_t,i - log p_s,i)`` over the k. ``student_logits`` ``(batch, seq, vocab)`` ->
-    ``(batch, seq)``. With k = vocab it is the full KL."""
+    """Per-position ``KL(teacher_T || student_T)`` over the teacher's top k tokens plus one bucket for
+    the rest of the vocabulary: ``sum_i p_t,i log(p_t,i / p_s,i) + r_t log(r_t / r_s)``, with ``r`` the
+    mass outside the k. Merging the tail into one bucket can only lower a KL, so this is a lower
+    bound that tends to the full KL as k grows, exactly it at k = vocab. ``student_logits``
+    ``(batch, seq, vocab)`` -> ``(batch, seq)``. Without ``teacher.log_norm`` the k are renormalised
+    among themselves and there is no bucket."""
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher.indices.long())
-    log_p_t = F.log_softmax(teacher.values.float() / temperature, dim=-1)  # over the k kept: renormalised
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    if teacher.log_norm is None:
+        log_p_t = F.log_softmax(teacher.values.float() / temperature, dim=-1)  # over the k kept: renormalised
+        return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    if teacher.temperature is not None and teacher.temperature != temperature:
+        raise ValueError(f"the teacher's top-k were normalised at temperature {teacher.temperature}, the loss uses {temperature}")
+    log_p_t = teacher.values.float() / temperature - teacher.log_norm.float().unsqueeze(-1)
+    p_t = log_p_t.exp()
+    rest_t = (1 - p_t.sum(-1)).clamp_min(0)
+    rest_s = (1 - log_p_s.exp().sum(-1)).clamp_min(1e-12)
+    return (p_t * (log_p_t - log_p_s)).sum(-1) + torch.xlogy(rest_t, rest_t) - rest_t * rest_s.log()
 
 
 def distill_loss(student_logits, teacher_logits, labels, *, ce_weight: float, kd_weight: float, temperature: float,
@@ -71,7 +91,7 @@ def distill_loss(student_logits, teacher_logits, labels, *, ce_weight: float, kd
     if teacher_logits is None or kd_weight == 0:
         return ce_weight * ce, ce.detach(), torch.zeros(())
     if isinstance(teacher_logits, TopK):
-        kl_tok = topk_kl(s, TopK(teacher_logits.values[:, :-1], teacher_logits.indices[:, :-1]), temperature)
+        kl_tok = topk_kl(s, teacher_logits.positions(slice(None, -1)), temperature)
     else:
         t = teacher_logits[:, :-1].float()
         log_p_s = F.log_softmax(s / temperature, dim=-1)
@@ -205,12 +225,14 @@ class TopKTeacher:
     any window order or micro-batching finds them), new rows run through the teacher (under the
     caller's autocast) and are kept. Recovery training draws the same windows again across epochs and
     pruning stages, where the dense teacher's answer never changes: the teacher forward is paid once
-    per window instead of once per draw. Memory: ``k * 8`` bytes per token (float32 values, int32
-    indices): 64 -> 512 B/token, 100 MB for 200k distinct tokens."""
+    per window instead of once per draw. Memory: ``k * 8 + 4`` bytes per token (float32 values, int32
+    indices, the log-sum-exp at ``temperature``): 64 -> 516 B/token, 100 MB for 200k distinct tokens."""
 
-    def __init__(self, teacher, k: int):
-        self.teacher, self.k = teacher, int(k)
-        self.cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+    def __init__(self, teacher, k: int, temperature: float | None = None):
+        # temperature: the distillation's, to keep each position's log-sum-exp at it (the tail bucket of
+        # topk_kl); None keeps none and the k are renormalised among themselves
+        self.teacher, self.k, self.temperature = teacher, int(k), temperature
+        self.cache: dict[bytes, tuple[torch.Tensor, ...]] = {}
         self.forwards = 0  # teacher rows actually run (for reports and tests)
 
     def eval(self):
@@ -226,14 +248,17 @@ class TopKTeacher:
         missing = [i for i, key in enumerate(keys) if key not in self.cache]
         if missing:
             with torch.no_grad():
-                logits = self.teacher(input_ids=input_ids[missing], use_cache=False).logits  # (m, seq, vocab)
-                top = logits.float().topk(self.k, dim=-1)
+                logits = self.teacher(input_ids=input_ids[missing], use_cache=False).logits.float()  # (m, seq, vocab)
+                top = logits.topk(self.k, dim=-1)
+                norm = torch.logsumexp(logits / self.temperature, dim=-1) if self.temperature else None  # (m, seq)
             for j, i in enumerate(missing):
-                self.cache[keys[i]] = (top.values[j].clone(), top.indices[j].to(torch.int32).clone())
+                kept = (top.values[j].clone(), top.indices[j].to(torch.int32).clone())
+                self.cache[keys[i]] = kept + ((norm[j].clone(),) if norm is not None else ())
             self.forwards += len(missing)
-        values = torch.stack([self.cache[key][0] for key in keys])  # (batch, seq, k)
-        indices = torch.stack([self.cache[key][1] for key in keys])
-        return _Logits(TopK(values, indices))
+        rows = [self.cache[key] for key in keys]
+        values, indices = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])  # (batch, seq, k)
+        norm = torch.stack([r[2] for r in rows]) if self.temperature else None  # (batch, seq)
+        return _Logits(TopK(values, indices, norm, self.temperature))
 
 
 class _Logits(NamedTuple):

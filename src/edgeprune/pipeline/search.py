@@ -126,6 +126,15 @@ class Spec:
         return what + (" + imatrix" if self.imatrix else "")
 
 
+# why 2:4 (N:M) sparse models are not candidates, per format: a candidate must be able to win on
+# speed or bytes, and neither runtime stores or multiplies 2:4 weights as such
+NOT_SEARCHED = {
+    "gguf": "2:4 sparse models: not candidates: llama.cpp has no 2:4 storage or kernels, so a 2:4 model's GGUF "
+            "is as large and decodes as fast as the dense one's, at a worse perplexity",
+    "onnx": "2:4 sparse models: not candidates: onnxruntime's CPU kernels multiply 2:4 weights as dense ones (no "
+            "speed-up); the saving is storage only, through edgeprune's packed format, which onnxruntime does not read",
+}
+
 # the held-out texts a search scores on by default: two domains (Wikipedia, Shakespeare's plays),
 # both shipped with the package; the bound applies to the worse ratio of the two
 DEFAULT_HELD_OUT = ("wikitext2", "shakespeare")
@@ -536,7 +545,7 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
              "reference": {"what": refs[texts[0]]["what"], "ppl": {text_label(t): refs[t]["ppl"] for t in texts}},
              "speed": "measured on the host (median of fresh processes), predicted by the roofline model" if measured
              else f"predicted for {target} by the roofline cost model (devices.cost.predict)", "format": fmt,
-             "computed": list(cache.computed), "skipped": skipped}  # fmt: skip
+             "computed": list(cache.computed), "skipped": skipped, "not_searched": NOT_SEARCHED.get(fmt)}  # fmt: skip
     try:
         chosen = fr.choose(scored, bounds)
     except fr.NoCandidate as exc:
@@ -636,6 +645,7 @@ def search_markdown(r: dict) -> str:
              f"- speed: {r['speed']}; a gap between measured and predicted decode above {fr.GAP_FLAG:.0%} is flagged (!)",
              f"- format: {r['format']}; computed in this run: {len(r['computed'])} piece(s), the rest from the cache",
              *([f"- not made: {'; '.join(r['skipped'])}"] if r.get("skipped") else []),
+             *([f"- {r['not_searched']}"] if r.get("not_searched") else []),
              "", f"| candidate | method | quant | MiB | {' | '.join(f'ppl ratio {t}' for t in ref['ppl'])} | worst | "
              "decode tok/s measured | predicted | load avg | meets bounds | frontier |",
              "|---|---|---|---:|" + "---:|" * (len(ref["ppl"]) + 1) + "---:|---:|---:|---|---|"]  # fmt: skip

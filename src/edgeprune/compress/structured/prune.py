@@ -118,7 +118,7 @@ def structured_prune(model, cfg: StructuredPrune, calib, *, train_data=None, pro
     student = dense  # never trained in place: copied below if a stage leaves it uncut
     teacher_flags = {p: p.requires_grad for p in teacher.parameters()} if teacher is not None else {}
     # top-k teacher logits kept across the stages: every stage draws from the same windows
-    kd_teacher = TopKTeacher(teacher, cfg.train.kd_topk) if teacher is not None and cfg.train.kd_topk else teacher
+    kd_teacher = TopKTeacher(teacher, cfg.train.kd_topk, cfg.train.kd_temperature) if teacher is not None and cfg.train.kd_topk else teacher
     for p in teacher_flags:
         p.requires_grad_(False)
     stage_tokens = stage_token_split(cfg.train.tokens, cfg.stages, cfg.train.split) if cfg.train else []

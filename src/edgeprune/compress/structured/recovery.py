@@ -174,7 +174,7 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
     if teacher is not None:
         teacher.eval()
         if use_kd and config.kd_topk and not isinstance(teacher, TopKTeacher):
-            teacher = TopKTeacher(teacher, config.kd_topk)  # this call's windows; pass one in to keep it longer
+            teacher = TopKTeacher(teacher, config.kd_topk, config.kd_temperature)  # this call's windows; pass one in to keep it longer
     loss_fn = functools.partial(kd_loss, alpha=config.kd_alpha if use_kd else 0.0, temperature=config.kd_temperature)
 
     from tqdm.auto import tqdm

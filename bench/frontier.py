@@ -29,7 +29,7 @@ COLUMNS = ("name", "method", "quant", "mib", "ppl_ratio_wikitext2", "ppl_ratio_s
 def main(argv=None) -> int:
     from edgeprune.compress.reconstruct.local import Reconstruct
     from edgeprune.pipeline import frontier as fr
-    from edgeprune.pipeline.search import SearchConfig, check_search, frontier_plot, search
+    from edgeprune.pipeline.search import SearchConfig, skipped_text, check_search, frontier_plot, search
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model source (default: the embedded smollm2-135m)")
@@ -104,8 +104,7 @@ def main(argv=None) -> int:
              f"Made in {(sum(walls.values()) + prune_s) / 60:.1f} min: the Adapt-Pruner run {prune_s / 60:.1f} min, the "
              f"rest {sum(walls.values()) / 60:.1f} min (a shared 2-core machine: load average above); this run computed "
              f"{len(rep['computed'])} piece(s) and took {run_s:.1f} s (a rerun reads everything from the cache).",
-             *([f"Not made (their model's most precise type already misses the bound): {'; '.join(rep['skipped'])}"]
-               if rep["skipped"] else []),
+             *([f"Not made: {skipped_text(rep)}."] if rep["skipped"] else []),
              *([rep["not_searched"] + "."] if rep.get("not_searched") else []),
              "REDUCED run: " + "; ".join(reduced) if reduced else "Full default search."]  # fmt: skip
     write_results(doc, RESULTS / "frontier.json", RESULTS / "frontier.md", COLUMNS, notes=notes)

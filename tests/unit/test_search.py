@@ -272,7 +272,9 @@ def test_depth_and_imatrix_candidates_and_hopeless_models_are_not_quantized_furt
     kw = dict(model=str(model), out=tmp_path / "out", calib=str(calib), eval_data=str(held_out), log=lambda m: None)
     rep = s.search("host", fr.Bounds(max_ppl_ratio=1e6), cfg, **kw)
     assert [c["name"] for c in rep["candidates"]] == ["dense-q8_0", "dense-q4_0", "dense-q4_0-imatrix", "depth1-q8_0"]
-    assert rep["skipped"] == ["depth1-q4_0-imatrix (its model's depth1-q8_0 already misses the ppl bound)"]
+    assert rep["skipped"] == ["depth1-q4_0-imatrix"] and rep["hopeless"] == {"depth1": "depth1-q8_0"}
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "- not made: depth1 in q4_0-imatrix (depth1-q8_0 already misses the ppl bound)" in md
     methods = {c["name"]: (c["method"], c["plain"]) for c in rep["candidates"]}
     assert methods["dense-q4_0-imatrix"] == ("dense + imatrix", True)
     assert methods["depth1-q8_0"] == ("depth -1 layers + reconstruct", False)

@@ -501,7 +501,7 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
 
     for spec in specs:
         if spec.model_name in hopeless:
-            skipped.append(f"{spec.name} (its model's {hopeless[spec.model_name]} already misses the ppl bound)")
+            skipped.append(spec.name)
             continue
         inputs = cand_inputs[spec.name]
 
@@ -545,7 +545,8 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
              "reference": {"what": refs[texts[0]]["what"], "ppl": {text_label(t): refs[t]["ppl"] for t in texts}},
              "speed": "measured on the host (median of fresh processes), predicted by the roofline model" if measured
              else f"predicted for {target} by the roofline cost model (devices.cost.predict)", "format": fmt,
-             "computed": list(cache.computed), "skipped": skipped, "not_searched": NOT_SEARCHED.get(fmt)}  # fmt: skip
+             "computed": list(cache.computed), "skipped": skipped, "hopeless": hopeless,
+             "not_searched": NOT_SEARCHED.get(fmt)}  # fmt: skip
     try:
         chosen = fr.choose(scored, bounds)
     except fr.NoCandidate as exc:
@@ -629,6 +630,16 @@ def write_search_report(out: Path, header: dict, scored: list[fr.Scored], bounds
     return report
 
 
+def skipped_text(r: dict) -> str:
+    """``adapt10 in q6_k, q4_0 (adapt10-q8_0 already misses the ppl bound); ...``: the skipped candidates by model."""
+    out = []
+    for model, because in r["hopeless"].items():
+        names = [n for n in r["skipped"] if n.startswith(f"{model}-")]
+        if names:
+            out.append(f"{model} in {', '.join(n[len(model) + 1 :] for n in names)} ({because} already misses the ppl bound)")
+    return "; ".join(out)
+
+
 def _tps(v) -> str:
     return "" if v is None else f"{v:.1f}"
 
@@ -644,7 +655,7 @@ def search_markdown(r: dict) -> str:
              "(ppl ratio = candidate ppl / this, on each text)",
              f"- speed: {r['speed']}; a gap between measured and predicted decode above {fr.GAP_FLAG:.0%} is flagged (!)",
              f"- format: {r['format']}; computed in this run: {len(r['computed'])} piece(s), the rest from the cache",
-             *([f"- not made: {'; '.join(r['skipped'])}"] if r.get("skipped") else []),
+             *([f"- not made: {skipped_text(r)}"] if r.get("skipped") else []),
              *([f"- {r['not_searched']}"] if r.get("not_searched") else []),
              "", f"| candidate | method | quant | MiB | {' | '.join(f'ppl ratio {t}' for t in ref['ppl'])} | worst | "
              "decode tok/s measured | predicted | load avg | meets bounds | frontier |",

@@ -8,7 +8,8 @@ quantization in its own colour; the frontier drawn). The work lives in ``--out``
 a rerun reuses every finished candidate. Settings flags shrink the search on a small machine; a run
 that uses fewer ratios, types or windows than the build's defaults is recorded as ``reduced``.
 
-    .venv/bin/python bench/frontier.py --ratios 0.2,0.3 --types q8_0,q4_k_m,q4_0 --ppl-windows 2 --recon-epochs 1
+    .venv/bin/python bench/frontier.py                       # the build's default search
+    .venv/bin/python bench/frontier.py --ratios 0.2 --depths 6 --types q8_0,q4_k_m --ppl-windows 2   # reduced
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ COLUMNS = ("name", "method", "quant", "mib", "ppl_ratio_wikitext2", "ppl_ratio_s
 
 
 def main(argv=None) -> int:
-    from edgeprune.compress.reconstruct.local import Reconstruct
     from edgeprune.pipeline import frontier as fr
     from edgeprune.pipeline.search import SearchConfig, skipped_text, check_search, frontier_plot, search
 
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-imatrix", dest="imatrix", action="store_false", help="no importance-matrix candidates")
     p.add_argument("--types", default=None, help="comma-separated types (default: the format's 4- to 8-bit types)")
     p.add_argument("--ppl-windows", type=int, default=4)
-    p.add_argument("--recon-epochs", type=int, default=None, help="Reconstruct epochs (default: the step's)")
-    p.add_argument("--recon-windows", type=int, default=0, help="Reconstruct calib_windows (0: the policy's all)")
+    p.add_argument("--recon-epochs", type=int, default=None, help="Reconstruct epochs (default: the search's)")
+    p.add_argument("--recon-windows", type=int, default=0, help="Reconstruct calib_windows (default: the search's)")
     p.add_argument("--prune-windows", type=int, default=None, help="Adapt-Pruner calib_windows per mini-step (default: the step's)")
     p.add_argument("--reps", type=int, default=3, help="profile repetitions per candidate")
     p.add_argument("--no-measure", dest="measure", action="store_false",
@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="dist/frontier", help="the search's build directory (its cache)")
     a = p.parse_args(argv)
 
-    recon = Reconstruct()
+    recon = SearchConfig().reconstruct  # the search's own (lighter than the step's defaults)
     if a.recon_epochs or a.recon_windows:
-        recon = dataclasses.replace(recon, epochs=a.recon_epochs or recon.epochs, calib_windows=a.recon_windows)
+        recon = dataclasses.replace(recon, epochs=a.recon_epochs or recon.epochs, calib_windows=a.recon_windows or recon.calib_windows)
     prune = SearchConfig().prune
     if a.prune_windows:
         prune = dataclasses.replace(prune, calib_windows=a.prune_windows)
@@ -66,9 +66,10 @@ def main(argv=None) -> int:
     reduced = [f"{k}: {getattr(cfg, k)} (build default {getattr(default, k)})" for k in ("ratios", "depths", "imatrix", "ppl_windows", "types", "reps")
                if getattr(cfg, k) is not None and getattr(cfg, k) != getattr(default, k)]  # fmt: skip
     if prune != default.prune:
-        reduced.append(f"prune: calib_windows {prune.calib_windows} per mini-step (step default {default.prune.calib_windows})")
-    if recon != Reconstruct():
-        reduced.append(f"reconstruct: epochs {recon.epochs}, calib_windows {recon.calib_windows} (step default {Reconstruct().epochs}, all)")
+        reduced.append(f"prune: calib_windows {prune.calib_windows} per mini-step (search default {default.prune.calib_windows})")
+    if recon != default.reconstruct:
+        reduced.append(f"reconstruct: epochs {recon.epochs}, calib_windows {recon.calib_windows} "
+                       f"(search default {default.reconstruct.epochs}, {default.reconstruct.calib_windows})")  # fmt: skip
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     if a.remeasure:
         import shutil
@@ -107,12 +108,40 @@ def main(argv=None) -> int:
              *([f"Not made: {skipped_text(rep)}."] if rep["skipped"] else []),
              *([rep["not_searched"] + "."] if rep.get("not_searched") else []),
              "REDUCED run: " + "; ".join(reduced) if reduced else "Full default search."]  # fmt: skip
+    notes[1:1] = compressed_vs_plain(rows, a.max_ppl_ratio)
     write_results(doc, RESULTS / "frontier.json", RESULTS / "frontier.md", COLUMNS, notes=notes)
     frontier_plot([{**r, "frontier_speed": "speed" in r["frontier"], "frontier_bytes": "bytes" in r["frontier"]}
                    for r in rows], RESULTS / "frontier.png", bounds=bounds, chosen=rep["chosen"],
                   title="SmolLM2-135M budgeted-build frontier" + (" (reduced)" if reduced else ""))  # fmt: skip
     print(rep["verdict"])
     return 0
+
+
+def compressed_vs_plain(rows: list[dict], bound: float) -> list[str]:
+    """The issue's question in two sentences, from the rows: how far the best compressed candidate
+    is from the bound, and what compression buys in speed and costs in quality next to plain quants."""
+    comp = [r for r in rows if not r["plain"]]
+    base = next((r for r in rows if r["name"] == "dense-q8_0"), None)
+    if not comp or base is None:
+        return []
+    best = min(comp, key=lambda r: r["ppl_ratio"])
+    fast = max(comp, key=lambda r: r["decode_tps"])
+    plain_fast = max((r for r in rows if r["plain"]), key=lambda r: r["decode_tps"])
+
+    def vs(r, key):
+        return r[key] / base[key] if r.get(key) and base.get(key) else float("nan")
+
+    miss = f"misses {bound:g} by {best['ppl_ratio'] / bound - 1:.0%}" if best["ppl_ratio"] > bound else f"meets {bound:g}"
+    head = [f"Best compressed candidate: {best['name']} (worst ppl ratio {best['ppl_ratio']:.3f}) {miss}, decoding "
+            f"{vs(best, 'decode_tps'):.2f}x dense q8_0; the fastest, {fast['name']}, decodes {vs(fast, 'decode_tps'):.2f}x "
+            f"at {fast['ppl_ratio']:.3f}."]
+    if best["ppl_ratio"] <= bound:
+        return head
+    return head + [
+            f"Why it does not pay: quality, not speed. Speed on this host: {fast['name']} {vs(fast, 'decode_tps'):.2f}x dense q8_0, predicted {vs(fast, 'decode_tps_predicted'):.2f}x; "
+            f"the fastest plain quant, {plain_fast['name']}, {vs(plain_fast, 'decode_tps'):.2f}x, predicted "
+            f"{vs(plain_fast, 'decode_tps_predicted'):.2f}x. Quality: the mildest compression searched is already "
+            f"{best['ppl_ratio']:.3f} on held-out text, where the bound is {bound:g}."]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ def test_choice_under_each_bound(bounds, chosen):
     assert fr.choose(CANDS, bounds).name == chosen
 
 
+def test_a_near_tie_in_speed_goes_to_the_better_quality():
+    near = [_c("dense-q4_k_m", 1.06, 85.2, 100.6), _c("dense-q4_k_m-imatrix", 1.037, 82.4, 100.6),
+            _c("dense-q5_k_m-imatrix", 1.008, 84.0, 106.9), _c("dense-q8_0", 1.005, 79.5, 138.1)]  # fmt: skip
+    assert fr.choose(near, fr.Bounds(max_ppl_ratio=1.1)).name == "dense-q5_k_m-imatrix"  # 79.5 is more than 5% off
+    assert fr.choose(near, fr.Bounds(max_ppl_ratio=1.1, max_bytes=101 * 2**20)).name == "dense-q4_k_m-imatrix"
+    assert fr.choose(near[:1] + near[3:], fr.Bounds(max_ppl_ratio=1.1)).name == "dense-q4_k_m"  # 7% faster: no tie
+
+
 def test_memory_bound_uses_predicted_memory():
     cands = [fr.Scored("a", fr.DENSE, "q8_0", 10, 1.0, 1.0, 200.0, memory_bytes=900), fr.Scored("b", fr.DENSE, "q4_0", 5, 1.1, 1.1, 100.0, memory_bytes=500)]
     assert fr.choose(cands, fr.Bounds(max_ppl_ratio=2, max_memory_bytes=600)).name == "b"

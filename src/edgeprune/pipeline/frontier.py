@@ -14,6 +14,9 @@ from edgeprune.errors import EdgepruneError
 
 DENSE = "dense"  # the method of a plain-quantized dense candidate
 GAP_FLAG = 0.25  # measured vs predicted decode speed: a gap above this is flagged in the report
+# decode speeds this close to the fastest are a tie, broken by quality: two same-size files measured in
+# fresh processes differ by a few percent run to run (q4_k_m with and without an imatrix: 3%)
+SPEED_TIE = 0.05
 
 
 class NoCandidate(EdgepruneError):
@@ -129,12 +132,20 @@ def pareto(cands: Sequence[Scored], *, speed: str = "decode_tps") -> list[Scored
     return sorted(front, key=lambda c: (c.ppl_ratio, -sign * getattr(c, speed)))
 
 
+def fastest(cands: Sequence[Scored]) -> Scored:
+    """The fastest of ``cands``, where speeds within :data:`SPEED_TIE` of the top are a tie won by the
+    lower ppl ratio, then fewer bytes, then speed."""
+    top = max(c.decode_tps for c in cands)
+    tied = [c for c in cands if c.decode_tps >= top * (1 - SPEED_TIE)]
+    return min(tied, key=lambda c: (c.ppl_ratio, c.bytes, -c.decode_tps))
+
+
 def choose(cands: Sequence[Scored], b: Bounds) -> Scored:
-    """The fastest candidate meeting every bound (ties: lower ppl ratio, then fewer bytes);
-    :class:`NoCandidate` with one line naming the closest candidate otherwise."""
+    """The fastest candidate meeting every bound (:func:`fastest`: a near-tie in speed goes to the better
+    quality); :class:`NoCandidate` with one line naming the closest candidate otherwise."""
     ok = [c for c in cands if meets(c, b)]
     if ok:
-        return max(ok, key=lambda c: (c.decode_tps, -c.ppl_ratio, -c.bytes))
+        return fastest(ok)
     raise NoCandidate(closest_message(cands, b))
 
 
@@ -157,9 +168,10 @@ def closest_message(cands: Sequence[Scored], b: Bounds) -> str:
 def verdict(chosen: Scored, cands: Sequence[Scored], b: Bounds) -> str:
     """Why ``chosen`` ships and by how much it beats the best plain-quantized dense candidate."""
     plain_ok = [c for c in cands if c.plain and meets(c, b)]
-    best_plain = max(plain_ok, key=lambda c: (c.decode_tps, -c.ppl_ratio, -c.bytes)) if plain_ok else None
+    best_plain = fastest(plain_ok) if plain_ok else None
     head = (f"shipped {chosen.name}: the fastest of {len(cands)} candidates meeting {' and '.join(b.describe()) or 'no bound'} "
-            f"({chosen.decode_tps:.1f} tok/s, ppl ratio {chosen.ppl_ratio:.3f}, {chosen.bytes / 2**20:.1f} MiB)")  # fmt: skip
+            f"({chosen.decode_tps:.1f} tok/s, ppl ratio {chosen.ppl_ratio:.3f}, {chosen.bytes / 2**20:.1f} MiB; speeds "
+            f"within {SPEED_TIE:.0%} of the fastest count as a tie, won by the lower ppl ratio)")  # fmt: skip
     if chosen.plain:
         return head + ". Plain quantization of the dense model wins: no compressed candidate meeting the bounds is faster."
     if best_plain is None:

@@ -44,16 +44,24 @@ from edgeprune.pipeline import frontier as fr
 from edgeprune.pipeline.builddir import check_build_dir, inputs_hash, source_identity
 
 
+# A search makes several compressed models only to rank them against plain quants, so their steps run
+# lighter than the step defaults, sized for a whole search within 45 min on 2 cores (135M): Adapt-
+# Pruner samples 8 windows per mini-step (step default 32), reconstruction fits one epoch on 16
+# windows (step default 4 epochs on all). Pass prune= / reconstruct= for the full strength.
+SEARCH_PRUNE_WINDOWS = 8
+SEARCH_RECON = {"epochs": 1, "calib_windows": 16}
+
+
 def _prune_default():
     from edgeprune.compress.structured.config import StructuredPrune
 
-    return StructuredPrune(method="adapt")
+    return StructuredPrune(method="adapt", calib_windows=SEARCH_PRUNE_WINDOWS)
 
 
 def _reconstruct_default():
     from edgeprune.compress.reconstruct.local import Reconstruct
 
-    return Reconstruct()
+    return Reconstruct(**SEARCH_RECON)
 
 
 def _depth_default():

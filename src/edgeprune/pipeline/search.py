@@ -334,14 +334,26 @@ def _predict(path: str, target: str, cfg: SearchConfig) -> dict:
     return {"decode_tps": p.decode_tps, "memory_bytes": p.memory_bytes, "decode_bound": p.decode_bound}
 
 
+def _reconstruct_and_save(tmp: Path, model, figures: dict, cfg: SearchConfig, ctx, loaded) -> dict:
+    """A compressed model fitted back to the dense one (when the search reconstructs) and saved as
+    ``tmp/model``; ``figures`` gains the reconstruction's."""
+    from edgeprune.models.save import save_model
+    from edgeprune.steps import apply
+
+    if cfg.reconstruct is not None:
+        model, rep = apply(model, cfg.reconstruct, ctx)
+        figures.update(rel_mse_before=rep.rel_mse_before, rel_mse_after=rep.rel_mse_after, reconstruct_wall_s=rep.wall_s)
+    save_model(tmp / "model", model, loaded.tokenizer, source_gguf=loaded.source_gguf)
+    return figures
+
+
 def _pruned_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, log) -> dict[float, Path]:
     """Each ratio's pruned (+ reconstructed) model directory; the missing ones from one Adapt-Pruner
     run to the largest missing ratio, its snapshots giving the smaller ones."""
     import dataclasses
 
     from edgeprune.compress.structured.prune import structured_prune
-    from edgeprune.models.save import save_model
-    from edgeprune.steps import StepContext, apply
+    from edgeprune.steps import StepContext
 
     def inputs(r):
         return _model_inputs(key, cfg, Spec("adapt", r, ""), calib)
@@ -360,13 +372,7 @@ def _pruned_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, lo
         def make(tmp: Path) -> dict:
             figures = {"ratio": r, "removed_fraction": report.removed_fraction, "params": report.total_params_after,
                        "prune_wall_s": report.wall_s, "calibration": str(calib)}  # fmt: skip
-            if cfg.reconstruct is not None:
-                model_r, rep = apply(model, cfg.reconstruct, ctx)
-                figures.update(rel_mse_before=rep.rel_mse_before, rel_mse_after=rep.rel_mse_after, reconstruct_wall_s=rep.wall_s)
-            else:
-                model_r = model
-            save_model(tmp / "model", model_r, loaded.tokenizer, source_gguf=loaded.source_gguf)
-            return figures
+            return _reconstruct_and_save(tmp, model, figures, cfg, ctx, loaded)
 
         cache.get(rel(r), inputs(r), make)
 
@@ -396,24 +402,19 @@ def _depth_models(cache: Cache, loaded, key: dict, cfg: SearchConfig, calib, log
     import copy
     import dataclasses
 
-    from edgeprune.models.save import save_model
     from edgeprune.steps import StepContext, apply
 
     done = {}
+    ctx = StepContext(tokenizer=loaded.tokenizer, calib=calib, dense=loaded.model, progress=False, log=log)  # windows drawn once
     for d in sorted(cfg.depths):
         spec = Spec("depth", d, "")
 
         def make(tmp: Path, d=d) -> dict:
-            ctx = StepContext(tokenizer=loaded.tokenizer, calib=calib, dense=loaded.model, progress=False, log=log)
             # the step removes layers in place: a copy, so the dense model stays the teacher and reference
             model, rep = apply(copy.deepcopy(loaded.model), dataclasses.replace(cfg.depth, layers=d, fraction=None), ctx)
             figures = {"layers": d, "removed": list(rep.removed), "kept": list(rep.kept), "params": rep.params_after,
                        "calibration": str(calib)}  # fmt: skip
-            if cfg.reconstruct is not None:
-                model, rr = apply(model, cfg.reconstruct, ctx)
-                figures.update(rel_mse_before=rr.rel_mse_before, rel_mse_after=rr.rel_mse_after, reconstruct_wall_s=rr.wall_s)
-            save_model(tmp / "model", model, loaded.tokenizer, source_gguf=loaded.source_gguf)
-            return figures
+            return _reconstruct_and_save(tmp, model, figures, cfg, ctx, loaded)
 
         done[d] = cache.get(f"models/{spec.model_name}", _model_inputs(key, cfg, spec, calib), make)[0]
     return done
@@ -453,12 +454,11 @@ def search(target: str, bounds: fr.Bounds, cfg: SearchConfig | None = None, *, m
     source = model or DEFAULT_MODEL
     out = Path(out or f"dist/{target}")
     fmt, types = check_search(target, cfg, bounds)
-    texts = held_out_texts(eval_data, calib)
     bounds = with_budget(target, bounds)
-    if calib is None and cfg.ratios:
+    if calib is None and (cfg.ratios or cfg.depths or cfg.imatrix):
         log("no --calib given: " + default_source_note())
     calib = calib or default_source()
-    texts = held_out_texts(texts, calib)
+    texts = held_out_texts(eval_data, calib)
     check_build_dir(out, resume=resume)
     header = {"format": 1, "target": target, "model": source, "search": cfg.settings(), "bounds": bounds.__dict__,
               "held_out": list(texts)}  # fmt: skip

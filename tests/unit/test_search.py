@@ -294,3 +294,16 @@ def test_depth_and_imatrix_candidates_and_hopeless_models_are_not_quantized_furt
     # without a ppl bound nothing is hopeless: the skipped candidate is made, the rest read from the cache
     again = s.search("host", fr.Bounds(max_bytes=2**30), cfg, resume=True, **kw)
     assert again["computed"] == ["imatrix/depth1", "cands/depth1-q4_0-imatrix", "scores/depth1-q4_0-imatrix-held_out"]
+
+
+def test_bad_held_out_texts_are_one_line_before_loading(tmp_path, monkeypatch, capsys):
+    from edgeprune.cli.main import main
+    import edgeprune.models as models
+
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("loaded a model"))
+    for eval_arg, text in (("wikitext2,wikitext2", "names a text twice"), (" , ", "names no text"),
+                           ("wikitext2,shakespeare", "both name shakespeare")):  # fmt: skip
+        out = tmp_path / f"o{len(text)}"
+        assert main(["build", "--max-ppl-ratio", "1.1", "--eval", eval_arg, "--calib", "shakespeare", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and "\n" not in err and not out.exists()

@@ -31,6 +31,9 @@ def test_every_builtin_recipe_is_runnable_here():
     assert "prune" in steps and [s.STEP for s in parse_recipe("sparse24-int4").steps].count("sparsify") == 1
     best = {s.STEP: s for s in parse_recipe("sparse24-recon-ast").steps}
     assert best["reconstruct"].prune == "sparsegpt" and best["sparse_train"].init == "none"
+    rec = {s.STEP: s for s in parse_recipe("sparse24-recover").steps}["recover"]
+    assert rec.recon_prune == "sparsegpt" and rec.keep_zeros and rec.tokens == 400_000
+    assert [s.STEP for s in parse_recipe("adapt-25-recover").steps][1:3] == ["prune", "recover"]
 
 
 def test_a_bad_compression_key_is_reported_with_the_others(tmp_path):
@@ -217,3 +220,24 @@ def test_the_targets_width_alignment_reaches_a_prune_step_that_leaves_it_open(tm
     assert [s.align for s in steps.steps[:2]] == [64, 8]
     steps, plan, _ = prepare("raspberry-pi-5-8gb", model=None, recipe=str(recipe), out=tmp_path / "o")
     assert [s.align for s in steps.steps[:2]] == [plan.width_align.value, 8]
+
+
+def test_build_prunes_then_recovers_on_a_budget(tmp_path):
+    # recover: reconstruction of the pruned blocks on its share of the budget, then distillation from the build's input
+    report = _build_tiny(tmp_path, 4, """
+steps:
+  - step: prune
+    target: 0.3
+    method: taylor-uniform
+    align: 8
+  - step: recover
+    tokens: 12288
+    recon_share: 0.5
+    kd_topk: 8
+""")
+    prune, rec = report["stages"]
+    fig = rec["figures"]
+    # 6144 tokens for reconstruction = 12 windows x 256 tokens x 2 epochs; the rest in steps of 4 x 256
+    assert fig["recon_windows"] == 12 and fig["recon_tokens"] == 6144 and fig["train_tokens"] == 6144
+    assert fig["spent_tokens"] == 12288 and fig["recon_rel_mse_after"] < fig["recon_rel_mse_before"]
+    assert rec["figures"]["params"] == prune["figures"]["params"]  # recovery changes weights, not shapes

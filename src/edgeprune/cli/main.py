@@ -23,6 +23,7 @@ VERBS = {
     "export": "edgeprune.cli.export_cmd",
     "reconstruct": "edgeprune.cli.reconstruct_cmd",
     "depth": "edgeprune.cli.depth_cmd",
+    "recover": "edgeprune.cli.recover_cmd",
     # later verbs add one line each here (eval, export, prune, sparsify, reconstruct, profile, build, devices)
 }
 

@@ -39,6 +39,16 @@ def reconstruct_config(args):
     return Reconstruct.from_dict(config_settings(args.config, Reconstruct, flags))
 
 
+def recover_config(args):
+    """``edgeprune recover``: the Recover step."""
+    from edgeprune.compress.recover import Recover
+
+    flags = _given(args, "tokens", "cpu_seconds", "recon_share", "recon_prune", "lr", "batch_size", "seed")
+    if flags.get("cpu_seconds") and flags.get("tokens") is None:
+        flags["tokens"] = 0  # a CPU budget alone: no token cap
+    return Recover.from_dict(config_settings(args.config, Recover, flags))
+
+
 def depth_config(args):
     """``edgeprune depth``: the Depth step."""
     from edgeprune.compress.depth.config import Depth

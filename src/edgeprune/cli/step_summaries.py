@@ -25,6 +25,18 @@ def reconstruct_lines(rep, cfg, out, *, wall_s: float, threads: int) -> list[str
             f"wrote {out}"]  # fmt: skip
 
 
+def recover_lines(rep, out, *, wall_s: float, threads: int) -> list[str]:
+    """``edgeprune recover``'s lines for a RecoverReport."""
+    lines = [f"spent {rep.spent_tokens} of {rep.budget_tokens} tokens in {wall_s}s ({rep.spent_cpu_s} CPU-s, threads {threads}): "
+             f"reconstruction {rep.recon_tokens} ({rep.recon_windows} windows, {rep.recon_cpu_s} CPU-s), "
+             f"distillation {rep.train_tokens} ({rep.train_cpu_s} CPU-s)"]  # fmt: skip
+    figures = [k for k in ("heldout_ppl", "kl") if rep.curve and k in rep.curve[0]]
+    if figures:
+        key = figures[0]
+        lines.append(f"{key} ({rep.probe}): " + " -> ".join(f"{p[key]:.4g} [{p['phase']} {p['tokens']}]" for p in rep.curve))
+    return [*lines, f"wrote {out}"]
+
+
 def depth_lines(rep, out, *, wall_s: float, threads: int) -> list[str]:
     """``edgeprune depth``'s lines for a DepthReport."""
     score = rep.config.get("score")

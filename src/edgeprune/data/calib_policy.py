@@ -72,6 +72,9 @@ POLICIES: dict[str, CalibPolicy] = {
     "sparse_train": replace(ONE_SHOT, self_text_by="dense", training=TrainingDraw(seq_len=256, max_windows=512)),
     "reconstruct": CalibPolicy(64, 512, self_text_by="dense"),  # every submodel is fitted on these: more text overfits less
     "train": replace(DEFAULT, self_text_by="dense", training=RECOVERY_TRAINING),  # draws training windows only
+    # budgeted recovery: reconstruction reads the first of 512 windows (as many as its share of the budget buys),
+    # distillation its own windows; both 256 tokens long, so one TopK cache and one curve cover both
+    "recover": CalibPolicy(512, 256, self_text_by="dense", training=TrainingDraw(seq_len=256, max_windows=4096)),
 }
 
 
@@ -93,6 +96,8 @@ def reads_calibration(cfg) -> bool:
         return cfg.method == "gptq"
     if kind == "sparse_train":
         return cfg.init not in ("magnitude", "none")
+    if kind == "recover":
+        return cfg.recon_share > 0  # reconstruction's windows; distillation alone reads training windows only
     return kind != "train"
 
 
@@ -100,6 +105,9 @@ def training_tokens(cfg) -> int | None:
     """The token budget ``cfg`` trains on (None: it does not train)."""
     if policy(cfg.kind).training is None:
         return None
+    budget = getattr(cfg, "budget_tokens", None)  # a step that splits one budget over several phases (recover)
+    if budget is not None:
+        return budget
     train = getattr(cfg, "train", cfg)  # StructuredPrune nests its TrainConfig
     return None if train is None else train.tokens
 

@@ -51,6 +51,33 @@ steps:
   - step: evaluate
   - step: profile
 """,
+    "adapt-25-recover": """
+description: Adapt-Pruner removes 25% of the decoder-block parameters, then recovery on a budget of 800,000 tokens (reconstruction of the pruned blocks first, then distillation from the dense model's top-64 logits); calibrates and trains on --calib (default general); figures and cost in bench/results/recovery_budget.md
+steps:
+  - step: evaluate
+  - step: prune
+    target: 0.25
+    method: adapt
+  - step: recover
+    tokens: 800000
+  - step: evaluate
+  - step: export
+  - step: evaluate
+  - step: profile
+""",
+    "sparse24-recover": """
+description: 2:4 masks chosen by SparseGPT inside local reconstruction, then masked distillation from the dense model on one budget of 400,000 tokens; calibrates and trains on --calib (default general); figures and cost in bench/results/recovery_budget.md
+steps:
+  - step: evaluate
+  - step: recover
+    tokens: 400000
+    recon_prune: sparsegpt
+    recon_lr: 0.004
+  - step: evaluate
+  - step: export
+  - step: evaluate
+  - step: profile
+""",
     "sparse24-int4": """
 description: 2:4 sparsity (Wanda) with int4 group quantization; speeds up only where 2:4 kernels exist
 steps:

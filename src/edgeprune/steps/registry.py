@@ -66,6 +66,7 @@ BUILTIN: tuple[Step, ...] = (
     Step("depth", "edgeprune.compress.depth.config:Depth", "edgeprune.compress.depth.prune:apply"),
     Step("reconstruct", "edgeprune.compress.reconstruct.local:Reconstruct", "edgeprune.compress.reconstruct.local:apply"),
     Step("train", "edgeprune.compress.structured.recovery:TrainConfig", "edgeprune.compress.structured.recovery:apply"),  # recovery training alone
+    Step("recover", "edgeprune.compress.recover:Recover", "edgeprune.compress.recover:apply"),  # reconstruction + distillation on one budget
     Step("export", "edgeprune.pipeline.build_steps:Export", "edgeprune.pipeline.build_steps:export", changes_model=False),
     Step("evaluate", "edgeprune.pipeline.build_steps:Evaluate", "edgeprune.pipeline.build_steps:evaluate",
          changes_model=False),  # fmt: skip

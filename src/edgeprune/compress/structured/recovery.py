@@ -134,13 +134,14 @@ class TrainReport:
 
 def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | None = None, teacher=None,
           step_offset: int = 0, total_steps: int | None = None, progress: bool = True, log_every: int = 1,
-          on_log=None) -> TrainReport:  # fmt: skip
+          on_log=None, after_step=None) -> TrainReport:  # fmt: skip
     """Train ``model`` in place on ``windows`` (``(n, seq_len)`` ids) for ``tokens`` (default: the budget).
 
     ``step_offset`` / ``total_steps`` place these steps in a longer schedule (the WSD schedule is
     global across pruning stages). ``teacher``: a frozen model for distillation (``kd_alpha > 0``).
     ``on_log(step, steps, record, model)`` is called on rank 0 after every optimizer step (``step``
-    counts from 1; ``record``: loss, ce, kl, lr), e.g. to measure a learning curve.
+    counts from 1; ``record``: loss, ce, kl, lr), e.g. to measure a learning curve. ``after_step()``
+    runs on every rank right after each optimizer step, before ``on_log`` (e.g. to re-apply sparsity masks).
     """
     rank, world_size = world()
     tokens = config.tokens if tokens is None else tokens
@@ -192,6 +193,8 @@ def train(model, windows: torch.Tensor, config: TrainConfig, *, tokens: int | No
         ids = windows[order[start : start + config.batch_size]]
         sums = lm_step(net, opt, params, ids, loss_fn, teacher=teacher if use_kd else None,
                        dtype=resolve_autocast(config.train_dtype), grad_clip=config.grad_clip)  # fmt: skip
+        if after_step is not None:
+            after_step()
         value = float(mean_over_ranks(sums[:1]))  # the loss logged is the mean over ranks; ce and kl stay this rank's
         if report.first_loss is None:
             report.first_loss = value

@@ -46,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "recovery_budget.json"))
     p.add_argument("--zs-limit", type=int, default=0, help="zero-shot docs per task (7 tasks) for the dense model and the final point (0: none)")
+    p.add_argument("--plot-only", action="store_true", help="only redraw the plot beside --out from its rows")
     p.add_argument("--save", default=None, help="save the recovered model here (save_pretrained + tokenizer)")
     return p.parse_args(argv)
 
@@ -85,10 +86,47 @@ def _build(rows: list[dict], settings: dict):
     return doc, md
 
 
+def plot(json_path: Path) -> Path:
+    """``recovery_budget.png`` beside the JSON: ppl ratio against tokens spent, one line per (model, method)
+    and text, the 25% and 2:4 figures' bounds dotted."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; does not touch the user's default backend elsewhere
+    import matplotlib.pyplot as plt
+
+    rows = json.loads(json_path.read_text())["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, (key, title, bound) in zip(axes, (("ppl_ratio", "WikiText-2 test", 1.30), ("ppl_shakespeare_ratio", "tiny-shakespeare", 1.40))):
+        groups: dict[tuple, list] = {}
+        for r in rows:
+            if r["method"] != "dense" and r.get("phase") != "int4" and r.get(key) is not None:
+                groups.setdefault((r["model"], r["method"]), []).append(r)
+        for (model, method), rs in sorted(groups.items()):
+            rs.sort(key=lambda r: r["tokens"])
+            ax.plot([r["tokens"] / 1000 for r in rs], [r[key] for r in rs], marker="o", label=f"{model}: {method}")
+        ax.axhline(bound, ls=":", c="grey")
+        ax.axhline(1.60, ls=":", c="lightgrey")
+        ax.set_title(f"{title} (out of domain)")
+        ax.set_xlabel("recovery tokens spent (thousands)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("perplexity / dense perplexity")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    out = json_path.with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> int:
     import torch
 
     a = parse_args(argv)
+    if a.plot_only:
+        print(plot(Path(a.out)))
+        return 0
     saved = torch.get_num_threads()
     torch.set_num_threads(a.threads)
     try:
@@ -171,6 +209,7 @@ def _run(a) -> int:
         tok.save_pretrained(a.save)
     if a.mode == "sparse24":
         _int4_point(model, tok, ctx, probe, rep, write_point)
+    plot(out)
     return 0
 
 

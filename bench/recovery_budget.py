@@ -189,7 +189,7 @@ def _run(a) -> int:
 
     def write_point(point: dict) -> None:
         row = {"model": model_name, "method": a.mode, **point, **ratios(point), "params": params, "budget": a.tokens,
-               "recovery_cpu_s": round(point["cpu_s"] - point["probe_cpu_s"], 1)}  # fmt: skip
+               "recovery_cpu_s": round(max(point["cpu_s"] - point["probe_cpu_s"], 0.0), 1)}  # fmt: skip
         merge_row(out, row, key=lambda r: (r["model"], r["method"], r["phase"], r["tokens"]),
                   build=lambda rows: _build(rows, settings))  # fmt: skip
         print(f"{a.mode} {point['phase']} {point['tokens']} tokens, {point['cpu_s']} CPU-s: wt2 x{row['ppl_ratio']:.3f} "

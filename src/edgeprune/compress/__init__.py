@@ -5,7 +5,7 @@ Public API (imported lazily, so ``import edgeprune.compress`` does not import to
 - ``compress(model, step, calib)`` -> ``(model, report)``: the one verb (see ``api.py``), any
   registered step (:mod:`edgeprune.steps`), with a ``StepContext`` for what else it needs;
 - the step configs: ``StructuredPrune`` (+ ``TrainConfig``), ``NMPrune``, ``SparseTrain``,
-  ``Reconstruct``, ``WeightQuant``;
+  ``Reconstruct``, ``Recover``, ``WeightQuant``;
 - ``TokenWindows`` / ``calibration_windows`` / ``draw_calibration`` / ``draw_training``: text as
   token windows (they live in :mod:`edgeprune.data`; re-exported here for convenience).
 
@@ -20,6 +20,8 @@ Where each method lives (maths files are pure tensor functions; the others orche
   (masked training with distillation and SLoRB); maths: ``masks.py`` (N:M masks, Wanda scores),
   ``sparsegpt.py`` (OBS); ``modules.py`` masked and SLoRB Linears; ``packed.py`` the packed file.
 - ``reconstruct/``: local reconstruction (arXiv 2510.14444): ``local.py``, maths in ``maths.py``.
+- ``depth/``: depth pruning (whole decoder layers): ``scores.py``, ``remove.py``, ``prune.py``.
+- ``recover.py``: recovery on a budget (reconstruction first, then distillation; ``step: recover``).
 - ``quant/``: ``weights.py`` RTN / GPTQ group quantization, maths in ``quantize.py``.
 - shared: ``training.py`` the one training loop (distributed, autocast, distillation,
   checkpointing), ``sequential.py`` layer-by-layer calibration passes.
@@ -40,6 +42,7 @@ _LAZY = {
     "NMPrune": "edgeprune.compress.sparse.oneshot",
     "SparseTrain": "edgeprune.compress.sparse.ast",
     "Reconstruct": "edgeprune.compress.reconstruct.local",
+    "Recover": "edgeprune.compress.recover",
     "WeightQuant": "edgeprune.compress.quant.weights",
     "TrainConfig": "edgeprune.compress.structured.recovery",
     "TokenWindows": "edgeprune.data.calib",

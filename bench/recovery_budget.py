@@ -123,18 +123,14 @@ def plot(json_path: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    import torch
+    from edgeprune.threads import torch_threads
 
     a = parse_args(argv)
     if a.plot_only:
         print(plot(Path(a.out)))
         return 0
-    saved = torch.get_num_threads()
-    torch.set_num_threads(a.threads)
-    try:
+    with torch_threads(a.threads):  # restored afterwards
         return _run(a)
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _run(a) -> int:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from edgeprune.compress.config import StrictConfig, check_choice, check_fraction, check_int
+from edgeprune.compress.config import StrictConfig, check_fraction, check_int
 from edgeprune.compress.structured.recovery import TrainConfig
 from edgeprune.errors import EdgepruneError
 
@@ -168,7 +168,9 @@ class RecoverReport:
     train_cpu_s: float = 0.0
     spent_tokens: int = 0
     spent_cpu_s: float = 0.0
-    recon_rel_mse_before: float | None = None  # reconstruction's block error before / after (mean over blocks)
+    # reconstruction's block error before / after (mean over blocks), copied from ``reconstruct`` because a
+    # build's stage figures keep a report's scalars only
+    recon_rel_mse_before: float | None = None
     recon_rel_mse_after: float | None = None
     probe: str = ""  # what the curve scores
     curve: list[dict] = field(default_factory=list)  # {phase, tokens, cpu_s, **probe figures}
@@ -299,6 +301,7 @@ def heldout_probe(tokenizer, *, n_windows: int, seq_len: int, data_dir=None):
     documents (never drawn for calibration or training), or ``(None, reason)`` without ``general``."""
     import torch
 
+    from edgeprune.compress.training import distill_loss
     from edgeprune.data.calib import text_windows
     from edgeprune.data.general import general_dir, general_heldout_text
 
@@ -313,11 +316,12 @@ def heldout_probe(tokenizer, *, n_windows: int, seq_len: int, data_dir=None):
     def probe(model) -> dict:
         nll, count = 0.0, 0
         with torch.no_grad():
-            for row in ids.split(4):
-                logits = model(input_ids=row, use_cache=False).logits[:, :-1].float()  # (b, seq-1, vocab)
-                nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), row[:, 1:].reshape(-1),
-                                                               reduction="sum"))  # fmt: skip
-                count += row[:, 1:].numel()
+            for rows in ids.split(4):
+                # the training loss's own next-token CE (causal shift included), weighted by predicted tokens
+                ce = distill_loss(model(input_ids=rows, use_cache=False).logits, None, rows, ce_weight=1.0, kd_weight=0.0,
+                                  temperature=1.0)[1]  # fmt: skip
+                nll += float(ce) * rows[:, 1:].numel()
+                count += rows[:, 1:].numel()
         return {"heldout_ppl": round(math.exp(nll / count), 4)}
 
     return probe, f"general held-out documents, {len(ids)} windows of {seq_len} tokens"
